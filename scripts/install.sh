@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs cryowarp and its development tools into the current Python environment.
+# Idempotent and quick when nothing changed (a stamp keyed on pyproject.toml).
+#
+# PyTorch comes first: torch==2.13.0 is pinned *before* the package is installed, so that pip
+# never resolves a CUDA build on a CPU-only machine.  A torch that is already present (for
+# example a CUDA build on a GPU machine) is kept as it is.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+stamp=.install-stamp
+want=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c "import cryowarp, torch" 2>/dev/null; then
+    exit 0
+fi
+
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    echo "[install] installing torch==2.13.0 (CPU build where no GPU is present)"
+    "$PY" -m pip install -q "torch==2.13.0"
+fi
+torch_version=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
+constraints=$(mktemp)
+echo "torch==${torch_version}" > "$constraints"
+echo "[install] installing cryowarp[dev] (torch pinned to ${torch_version})"
+"$PY" -m pip install -q -c "$constraints" -e ".[dev]"
+rm -f "$constraints"
+if "$PY" -m pip show torchvision >/dev/null 2>&1; then
+    echo "[install] note: torchvision is installed in this environment; cryowarp does not use it" >&2
+fi
+echo "$want" > "$stamp"

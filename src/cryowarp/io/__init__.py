@@ -1,0 +1,6 @@
+"""Foundation layer: file formats (MRC, TIFF, EER, gain/defects, STAR, IMOD, mdoc, AreTomo,
+Warp XML).  Imports nothing from cryowarp except :mod:`cryowarp.errors`.
+
+Readers raise subclasses of :class:`cryowarp.errors.CryowarpInputError` naming the file and
+the problem; they never let an opaque NumPy or library traceback reach the user.
+"""
