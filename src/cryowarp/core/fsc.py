@@ -33,7 +33,7 @@ def frc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _fsc(a: torch.Tensor, b: torch.Tensor, *, ndim: int) -> torch.Tensor:
     if a.shape != b.shape:
-        raise ValueError(f"fsc needs maps of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"fsc needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
     spatial = tuple(a.shape[-ndim:])
     dims = tuple(range(-ndim, 0))
     fa = torch.fft.rfftn(a, dim=dims)
