@@ -72,7 +72,7 @@ def frequency_magnitude(
 ) -> torch.Tensor:
     """``|k|`` in cycles/pixel for every Fourier sample; shape ``fourier_shape``."""
     grid = frequency_grid(shape, rfft=rfft, fftshifted=fftshifted, device=device, dtype=dtype)
-    return torch.linalg.vector_norm(grid, dim=-1)
+    return grid.square().sum(dim=-1).sqrt()
 
 
 def shell_index(
