@@ -18,6 +18,7 @@ __all__ = [
     "FileFormatError",
     "InvalidValuesError",
     "MissingColumnError",
+    "MissingFileError",
     "TruncatedFileError",
 ]
 
@@ -48,6 +49,10 @@ class CryowarpInputError(CryowarpError):
         if hint:
             message += f" ({hint})"
         super().__init__(message)
+
+
+class MissingFileError(CryowarpInputError, FileNotFoundError):
+    """The file does not exist or is not a regular file."""
 
 
 class FileFormatError(CryowarpInputError):

@@ -1,0 +1,37 @@
+"""The ``cryowarp`` command-line entry point.
+
+Every sub-command is defined in its own module of :mod:`cryowarp.cli` and registered here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cryowarp import __version__
+from cryowarp.cli import demo
+
+app = typer.Typer(
+    name="cryowarp",
+    help="Cryo-EM pre-processing (Warp) and multi-particle refinement (M) on PyTorch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cryowarp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Cryo-EM pre-processing (Warp) and multi-particle refinement (M) on PyTorch."""
+
+
+app.command("demo")(demo.demo)

@@ -1,0 +1,1 @@
+"""Orchestration layer: jobs that chain algorithms over items."""

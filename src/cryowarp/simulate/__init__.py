@@ -1,0 +1,1 @@
+"""Algorithms layer: synthetic data with the exact parameters that made them."""
