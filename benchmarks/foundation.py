@@ -19,7 +19,7 @@ import torch
 from benchmarks._timing import median_seconds
 from cryowarp.core.backprojection import Reconstructor
 from cryowarp.core.ctf import CTFParams, ctf_2d
-from cryowarp.core.gridding import centred_irfftn
+from cryowarp.core.fourier import irfft_centered
 from cryowarp.core.projection import prepare_volume_for_projection, project_fourier
 from cryowarp.core.rotations import random_rotations
 from cryowarp.core.shift import shift_image
@@ -85,7 +85,7 @@ def speed_cases(device: torch.device, *, quick: bool) -> list[dict[str, Any]]:
         (n_views, box, box),
     )
 
-    images = centred_irfftn(project_fourier(prepared, rotations), (box, box))
+    images = irfft_centered(project_fourier(prepared, rotations), shape=(box, box))
 
     def backproject() -> None:
         rec = Reconstructor((box, box, box), device=device)
@@ -197,5 +197,3 @@ def run(*, quick: bool, shared_data: Path) -> dict[str, Any]:
         "accuracy": accuracy_cases(shared_data),
         "notes": "ratio_to_fft = t_op / t_rfft2 of an array the size of the op's images",
     }
-
-

@@ -18,13 +18,12 @@ from cryowarp.core.ctf import (
     ctf_1d,
     ctf_2d,
     ctf_at_frequencies,
-    ctf_frequency_grid,
     ctf_zero_frequencies_a,
     odd_phase_factor_2d,
     polar_frequency_coordinates,
 )
 from cryowarp.core.electron import electron_wavelength_a
-from cryowarp.core.fourier_grids import frequency_grid
+from cryowarp.core.fourier_grids import frequency_grid, rfft_shape
 from cryowarp.errors import InvalidValuesError
 
 F64 = torch.float64
@@ -76,7 +75,33 @@ def test_warp_nyquist_row_is_positive(warp_reference: Path) -> None:
     rows = torch.arange(256) != 128
     assert float((plain - golden)[:, rows].abs().max()) < 2.5e-5
     assert float((plain - golden)[0, 128].abs().max()) > 1e-2
-    assert float(ctf_frequency_grid((256, 256), dtype=F64)[128, 0, 1]) == 0.5
+    assert float(frequency_grid((256, 256), nyquist_positive=True, dtype=F64)[128, 0, 1]) == 0.5
+
+
+@given(
+    shape=st.lists(st.integers(1, 9), min_size=2, max_size=3).map(tuple),
+    rfft=st.booleans(),
+    fftshifted=st.booleans(),
+)
+def test_nyquist_positive_moves_only_even_nyquist(
+    shape: tuple[int, ...], rfft: bool, fftshifted: bool
+) -> None:
+    """``nyquist_positive`` changes exactly the −½ samples (even non-rfft axes) to +½."""
+    plain = frequency_grid(shape, rfft=rfft, fftshifted=fftshifted, dtype=F64)
+    positive = frequency_grid(
+        shape, rfft=rfft, fftshifted=fftshifted, nyquist_positive=True, dtype=F64
+    )
+    at_nyquist = plain == -0.5
+    assert torch.equal(positive[at_nyquist], torch.full_like(plain[at_nyquist], 0.5))
+    assert torch.equal(positive[~at_nyquist], plain[~at_nyquist])
+    assert bool((positive > -0.5).all())
+    # every even-sized non-rfft axis has exactly one Nyquist plane, and no other axis has one
+    fourier_shape = rfft_shape(shape) if rfft else shape
+    n_full = len(shape) - 1 if rfft else len(shape)
+    expected = sum(
+        math.prod(fourier_shape) // fourier_shape[i] for i in range(n_full) if shape[i] % 2 == 0
+    )
+    assert int(at_nyquist.sum()) == expected
 
 
 def test_warp_defocus_delta_is_u_minus_v() -> None:
@@ -168,12 +193,12 @@ def test_relion_round_trip(u_a: float, v_a: float, angle_deg: float) -> None:
         defocus_u_a=u_a, defocus_v_a=v_a, defocus_angle_deg=angle_deg, pixel_size_a=1.0, dtype=F64
     )
     u2, v2, angle2 = (float(t) for t in params.to_relion_defocus())
-    # (U, V, θ) ≡ (V, U, θ + 90°) ≡ (U, V, θ + 180°); the output has U ≥ V, θ in (−90, 90].
+    # (U, V, θ) ≡ (V, U, θ + 90°) ≡ (U, V, θ + 180°); the output has U ≥ V, θ in [−90, 90].
     if u_a < v_a:
         u_a, v_a, angle_deg = v_a, u_a, angle_deg + 90
     assert u2 == pytest.approx(u_a, rel=1e-9)
     assert v2 == pytest.approx(v_a, rel=1e-9)
-    assert -90 < angle2 <= 90 + 1e-9
+    assert -90 - 1e-9 <= angle2 <= 90 + 1e-9
     if u_a - v_a > 1.0:
         difference = (angle2 - angle_deg + 90) % 180 - 90
         assert difference == pytest.approx(0.0, abs=1e-6)
@@ -281,7 +306,7 @@ def test_beam_tilt_phase_factor(device: torch.device) -> None:
     factor = odd_phase_factor_2d(params, (32, 32))
     assert factor.shape == (32, 17)
     assert factor.is_complex()
-    k = ctf_frequency_grid((32, 32), device=device, dtype=F64)
+    k = frequency_grid((32, 32), nyquist_positive=True, device=device, dtype=F64)
     lam = electron_wavelength_a(300.0)
     k2 = k.square().sum(-1)
     phase = -2 * math.pi * 2.7e7 * lam**2 * k2 * (k @ tilt) * 1e-3

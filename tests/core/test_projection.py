@@ -10,13 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from cryowarp.core.gridding import (
-    crop_centre,
-    gridding_correct,
-    pad_centre,
-    padded_shape,
-    trilinear_gridding_kernel,
-)
+from cryowarp.core.gridding import gridding_correct, padded_shape, trilinear_gridding_kernel
 from cryowarp.core.projection import (
     extract_central_slices_rfft,
     prepare_volume_for_projection,
@@ -24,6 +18,7 @@ from cryowarp.core.projection import (
     project_real,
     project_real_space_reference,
 )
+from cryowarp.core.resize import crop_or_pad
 from cryowarp.errors import DimensionMismatchError
 
 
@@ -158,13 +153,15 @@ def test_trilinear_gridding_kernel_is_sinc_squared(device: torch.device) -> None
 
 @given(n=st.integers(1, 40), factor=st.sampled_from([1.0, 1.5, 2.0, 3.0]))
 def test_padding_keeps_the_centre_and_crop_inverts_it(n: int, factor: float) -> None:
-    (p,) = padded_shape((n,), factor)
-    x = torch.zeros(n)
-    x[n // 2] = 1.0
-    padded = pad_centre(x, (p,))
-    assert padded.shape == (p,)
-    assert int(padded.argmax()) == p // 2
-    torch.testing.assert_close(crop_centre(padded, (n,)), x)
+    (p, q) = padded_shape((n, n + 1), factor)
+    assert p >= n
+    assert q >= n + 1
+    x = torch.zeros(n, n + 1)
+    x[n // 2, (n + 1) // 2] = 1.0
+    padded = crop_or_pad(x, (p, q))
+    assert padded.shape == (p, q)
+    assert int(padded.argmax()) == (p // 2) * q + q // 2
+    torch.testing.assert_close(crop_or_pad(padded, (n, n + 1)), x)
 
 
 def test_projection_is_batched_and_differentiable(device: torch.device) -> None:

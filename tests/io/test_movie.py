@@ -9,7 +9,7 @@ import pytest
 import tifffile
 import torch
 
-from cryowarp.errors import FileFormatError, InvalidValuesError
+from cryowarp.errors import FileFormatError, InvalidValuesError, MissingFileError
 from cryowarp.io.movie import check_frames, open_movie
 from cryowarp.io.mrc import write_mrc
 
@@ -50,7 +50,7 @@ def test_format_is_sniffed_from_magic_not_extension(tmp_path: Path) -> None:
     (tmp_path / "junk.tif").write_bytes(b"\0" * 100)
     with pytest.raises(FileFormatError, match=r"junk\.tif"):
         open_movie(tmp_path / "junk.tif")
-    with pytest.raises(FileFormatError, match="not found"):
+    with pytest.raises(MissingFileError, match=r"absent\.mrc: file not found"):
         open_movie(tmp_path / "absent.mrc")
 
 

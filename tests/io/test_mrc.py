@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cryowarp.errors import FileFormatError, TruncatedFileError
+from cryowarp.errors import FileFormatError, MissingFileError, TruncatedFileError
 from cryowarp.io.mrc import MrcReader, read_mrc, read_mrc_header, write_mrc
 
 MODES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16, 12: np.float16}
@@ -197,7 +197,7 @@ def test_trailing_bytes_and_tiny_files(tmp_path: Path) -> None:
     tiny.write_bytes(b"hello")
     with pytest.raises(FileFormatError, match="shorter than the 1024-byte"):
         read_mrc(tiny)
-    with pytest.raises(FileFormatError, match="cannot be read"):
+    with pytest.raises(MissingFileError, match=r"missing\.mrc: file not found"):
         read_mrc(tmp_path / "missing.mrc")
 
 

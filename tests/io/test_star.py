@@ -21,16 +21,7 @@ from cryowarp.io.star import format_star_float, read_star, write_star
 # ------------------------------------------------------------------ errors
 
 
-def test_missing_file_names_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "absent.star"
-    with pytest.raises(CryowarpInputError, match=r"absent\.star: file not found") as info:
-        read_star(path)
-    assert info.value.path == path
-
-
-def test_folder_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(CryowarpInputError, match="folder"):
-        read_star(tmp_path)
+# missing files and folders: tests/io/test_missing_files.py
 
 
 def test_empty_file_is_truncated(tmp_path: Path) -> None:
@@ -150,6 +141,30 @@ def test_write_is_deterministic_and_reads_back(tmp_path: Path) -> None:
     assert table["rlnB"].tolist() == [1, 2, 3, 4]
     assert table["rlnC"].tolist() == ["a b", "x", "", "1"]
     assert table["rlnD"].tolist() == [1, 0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "name", ["_", "_rlnImageName", "#1", "a#b", "$x", ";x", "data_x", "LOOP_", "save_1", ""]
+)
+@pytest.mark.parametrize("first_column", [True, False])
+def test_values_that_look_like_star_syntax_round_trip(
+    tmp_path: Path, name: str, first_column: bool
+) -> None:
+    """A bare ``_x`` at the start of a row reads as a label and ``#`` starts a comment: such
+    values (and the empty string) must be quoted on writing."""
+    names = {"rlnMicrographName": [name, "b"]}
+    numbers = {"rlnDefocusU": [1.0, 2.0]}
+    frame = pd.DataFrame({**names, **numbers} if first_column else {**numbers, **names})
+    path = tmp_path / "odd.star"
+    write_star(path, {"micrographs": frame, "general": {"rlnMicrographName": name}})
+    blocks = read_star(path)
+    table = blocks["micrographs"]
+    assert isinstance(table, pd.DataFrame)
+    assert table["rlnMicrographName"].tolist() == [name, "b"]
+    assert table["rlnDefocusU"].tolist() == [1.0, 2.0]
+    general = blocks["general"]
+    assert isinstance(general, dict)
+    assert general["rlnMicrographName"] == name
 
 
 def test_failed_write_leaves_old_file_untouched(tmp_path: Path) -> None:

@@ -13,15 +13,14 @@ import pytest
 
 from cryowarp.io.mrc import read_mrc
 from cryowarp.io.relion import read_particles
-from cryowarp.pipeline.demo import run_demo
+from cryowarp.pipeline.demo import DemoSettings, run_demo
 
 
 @pytest.mark.slow
 def test_demo_reconstructs_the_phantom_from_its_own_export(tmp_path: Path) -> None:
     lines: list[str] = []
-    result = run_demo(
-        tmp_path, n_particles=400, box_size_px=32, pixel_size_a=3.0, snr=2.0, log=lines.append
-    )
+    settings = DemoSettings(n_particles=400, box_size_px=32, pixel_size_a=3.0, snr=2.0)
+    result = run_demo(tmp_path, settings, log=lines.append)
     # Nyquist is 6 Å; the phantom's blobs (sigma 1.5 px) carry little power beyond ~3 px.
     assert result.resolution_truth_a < 11.0
     assert result.resolution_halves_a < 11.0
@@ -34,3 +33,10 @@ def test_demo_reconstructs_the_phantom_from_its_own_export(tmp_path: Path) -> No
     assert header.pixel_size_a == pytest.approx(3.0)
     half1, _ = read_mrc(tmp_path / "half1.mrc")
     assert np.isfinite(half1).all()
+
+
+def test_demo_settings_reject_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(ValueError, match="extra"):
+        DemoSettings.model_validate({"n_particles": 100, "pixelsize": 1.0})
+    with pytest.raises(ValueError, match="greater than"):
+        DemoSettings(pixel_size_a=-1.0)

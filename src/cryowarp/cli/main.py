@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from cryowarp import __version__
-from cryowarp.cli import demo
+from cryowarp.cli.demo import demo
 
 app = typer.Typer(
     name="cryowarp",
@@ -34,4 +34,4 @@ def _main(
     """Cryo-EM pre-processing (Warp) and multi-particle refinement (M) on PyTorch."""
 
 
-app.command("demo")(demo.demo)
+app.command("demo")(demo)

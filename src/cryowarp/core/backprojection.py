@@ -12,16 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from cryowarp.core.gridding import (
-    central_slice_stencil,
-    centred_irfftn,
-    centred_rfftn,
-    crop_centre,
-    gridding_correct,
-    pad_centre,
-    padded_shape,
-    views_per_chunk,
-)
+from cryowarp.core.fourier import irfft_centered, negate_frequencies, rfft_centered
+from cryowarp.core.gridding import central_slice_stencils, gridding_correct, padded_shape
+from cryowarp.core.resize import crop_or_pad
 from cryowarp.errors import DimensionMismatchError
 
 __all__ = [
@@ -110,8 +103,6 @@ def _insert(
                 f"{tuple(rotations.shape)} and images of shape {image_shape}",
             )
     d, h, w = volume_shape
-    real_dtype = stacks[0].real.dtype if stacks[0].is_complex() else stacks[0].dtype
-    flat_rotations = rotations.reshape(-1, 3, 3).to(real_dtype)
     flats = []
     for slices in stacks:
         flat = slices.reshape(-1, *expected)
@@ -119,17 +110,16 @@ def _insert(
             flat = flat * _edge_column_factor(image_shape, flat)
         flats.append(flat.reshape(flat.shape[0], -1))
     outs = [s.new_zeros(d * h * (w // 2 + 1)) for s in stacks]
-    chunk = views_per_chunk(image_shape)
-    for start in range(0, flat_rotations.shape[0], chunk):
-        stencil = central_slice_stencil(
-            flat_rotations[start : start + chunk],
-            volume_shape=volume_shape,
-            image_shape=image_shape,
-            max_radius=max_radius,
-        )
+    for views, stencil in central_slice_stencils(
+        rotations,
+        dtype=stacks[0].real.dtype,
+        volume_shape=volume_shape,
+        image_shape=image_shape,
+        max_radius=max_radius,
+    ):
         index = stencil.index.reshape(-1)
         for i, flat in enumerate(flats):
-            values = flat[start : start + chunk].reshape(-1)
+            values = flat[views].reshape(-1)
             if values.is_complex():
                 values = torch.where(stencil.conjugate, values.conj(), values)
             contributions = (values[:, None] * stencil.weight).reshape(-1)
@@ -154,8 +144,7 @@ def symmetrize_hermitian_planes(
     out = spectrum.clone()
     for x in planes:
         plane = spectrum[..., x]
-        mirror = torch.roll(torch.flip(plane, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))
-        out[..., x] = plane + mirror.conj()
+        out[..., x] = plane + negate_frequencies(plane, dims=(-2, -1)).conj()
     return out
 
 
@@ -196,7 +185,7 @@ def reconstruct_from_accumulators(
         if snr <= 0:
             raise ValueError(f"snr must be positive, got {snr}")
         spectrum = data / (weight + 1.0 / snr)
-    volume = crop_centre(centred_irfftn(spectrum, padded), box_shape)
+    volume = crop_or_pad(irfft_centered(spectrum, shape=padded), box_shape)
     return gridding_correct(volume, padded=padded) if gridding_correction else volume
 
 
@@ -218,7 +207,7 @@ def backproject_real(
     image_shape = (int(images.shape[-2]), int(images.shape[-1]))
     p = padded_shape(box_shape, oversampling)
     padded = (p[0], p[1], p[2])
-    spectra = centred_rfftn(images, 2)
+    spectra = rfft_centered(images, ndim=2)
     inserted = insert_central_slices_rfft(
         spectra,
         rotations,
@@ -227,7 +216,7 @@ def backproject_real(
         max_radius=max_radius,
     )
     scale = (padded[0] * padded[1] * padded[2]) / (image_shape[0] * image_shape[1])
-    volume = crop_centre(centred_irfftn(inserted, padded), box_shape) * scale
+    volume = crop_or_pad(irfft_centered(inserted, shape=padded), box_shape) * scale
     return gridding_correct(volume, padded=padded) if gridding_correction else volume
 
 
@@ -302,7 +291,7 @@ class Reconstructor:
         :attr:`padded_image_shape` (so that their spectra are sampled as finely as the
         accumulators), then data ``CTF · F`` and weights ``CTF²`` are inserted. ``ctf`` is
         evaluated on the padded grid (``CTF = 1`` when ``None``)."""
-        spectra = centred_rfftn(pad_centre(images, self.padded_image_shape), 2)
+        spectra = rfft_centered(crop_or_pad(images, self.padded_image_shape), ndim=2)
         if ctf is None:
             self.insert(spectra, rotations)
         else:
@@ -330,8 +319,7 @@ class Reconstructor:
 def _edge_column_factor(image_shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
     """``(w//2 + 1,)``: ½ on the rfft columns that hold both members of Hermitian pairs."""
     w = image_shape[1]
-    real_dtype = like.real.dtype if like.is_complex() else like.dtype
-    factor = torch.ones(w // 2 + 1, dtype=real_dtype, device=like.device)
+    factor = torch.ones(w // 2 + 1, dtype=like.real.dtype, device=like.device)
     factor[0] = 0.5
     if w % 2 == 0:
         factor[-1] = 0.5

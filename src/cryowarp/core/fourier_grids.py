@@ -26,6 +26,7 @@ def frequency_grid(
     *,
     rfft: bool = True,
     fftshifted: bool = False,
+    nyquist_positive: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
@@ -39,6 +40,10 @@ def frequency_grid(
         ``True`` for the half-spectrum layout of ``rfftn`` (last axis ``0 … w//2``).
     fftshifted:
         ``True`` to place DC at index ``n//2`` of every non-rfft axis.
+    nyquist_positive:
+        ``True`` to give the Nyquist sample of an even-sized non-rfft axis the frequency
+        ``+0.5`` instead of ``torch.fft.fftfreq``'s ``−0.5`` — Warp's and RELION's choice, used
+        by the CTF and by Fourier shifts.
     device, dtype:
         Where and how to create the grid.
 
@@ -55,6 +60,8 @@ def frequency_grid(
             f = torch.fft.rfftfreq(n, device=device, dtype=dtype)
         else:
             f = torch.fft.fftfreq(n, device=device, dtype=dtype)
+            if nyquist_positive and n % 2 == 0:
+                f[n // 2] = 0.5
             if fftshifted:
                 f = torch.fft.fftshift(f)
         axes.append(f)

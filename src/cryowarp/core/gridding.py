@@ -13,23 +13,21 @@ Centres, axis order and rfft layout: docs/conventions.md §1-§3; rotations §8.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
+from cryowarp.core._centred_coordinates import centred_axes
 from cryowarp.core.fourier_grids import frequency_grid
 
 __all__ = [
     "CentralSliceStencil",
     "central_slice_stencil",
-    "centred_irfftn",
-    "centred_rfftn",
-    "crop_centre",
+    "central_slice_stencils",
     "gridding_correct",
-    "pad_centre",
     "padded_shape",
     "trilinear_gridding_kernel",
-    "views_per_chunk",
 ]
 
 # Number of stencil samples processed at once (keeps 8-neighbour index tensors ~100 MB).
@@ -41,50 +39,6 @@ def padded_shape(shape: tuple[int, ...], oversampling: float) -> tuple[int, ...]
     if not math.isfinite(oversampling) or oversampling < 1.0:
         raise ValueError(f"oversampling must be a finite number ≥ 1, got {oversampling}")
     return tuple(max(n, round(n * oversampling)) for n in shape)
-
-
-def pad_centre(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Zero-pad the last ``len(shape)`` axes of ``x`` to ``shape``, keeping index ``n//2`` at
-    ``P//2`` (docs/conventions.md §2)."""
-    pads: list[int] = []
-    for n, p in zip(reversed(x.shape[-len(shape) :]), reversed(shape), strict=True):
-        if p < n:
-            raise ValueError(f"cannot pad an axis of size {n} to {p}")
-        before = p // 2 - n // 2
-        pads += [before, p - n - before]
-    return torch.nn.functional.pad(x, pads)
-
-
-def crop_centre(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Crop the last ``len(shape)`` axes of ``x`` to ``shape`` about the centre; the inverse
-    (and adjoint) of :func:`pad_centre`."""
-    out = x
-    ndim = len(shape)
-    for axis, n in enumerate(shape):
-        dim = x.ndim - ndim + axis
-        p = x.shape[dim]
-        if n > p:
-            raise ValueError(f"cannot crop an axis of size {p} to {n}")
-        out = out.narrow(dim, p // 2 - n // 2, n)
-    return out
-
-
-def centred_rfftn(x: torch.Tensor, ndim: int) -> torch.Tensor:
-    """rfft of the last ``ndim`` axes with the box centre (index ``n//2``) at the phase origin.
-
-    ``x``: ``(..., [d,] h, w)`` real → ``(..., [d,] h, w//2 + 1)`` complex, unnormalised
-    (docs/conventions.md §3).
-    """
-    dims = tuple(range(-ndim, 0))
-    spectrum: torch.Tensor = torch.fft.rfftn(torch.fft.ifftshift(x, dim=dims), dim=dims)
-    return spectrum
-
-
-def centred_irfftn(spectrum: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of :func:`centred_rfftn` for a real box of ``shape`` (last ``len(shape)`` axes)."""
-    dims = tuple(range(-len(shape), 0))
-    box: torch.Tensor = torch.fft.fftshift(torch.fft.irfftn(spectrum, s=shape, dim=dims), dim=dims)
-    return box
 
 
 def trilinear_gridding_kernel(
@@ -110,11 +64,9 @@ def trilinear_gridding_kernel(
         centre, ``sinc²(1/4) ≈ 0.81`` at the box edge for an oversampling of 2.
     """
     out = torch.ones((), device=device, dtype=dtype)
-    for axis, (n, p) in enumerate(zip(box_shape, padded, strict=True)):
-        t = (torch.arange(n, device=device, dtype=dtype) - n // 2) / p
-        view = [1] * len(box_shape)
-        view[axis] = n
-        out = out * torch.sinc(t).square().reshape(view)
+    axes = centred_axes(box_shape, device=device, dtype=dtype)
+    for c, p in zip(axes, padded, strict=True):
+        out = out * torch.sinc(c / p).square()
     return out
 
 
@@ -210,7 +162,30 @@ def central_slice_stencil(
     )
 
 
-def views_per_chunk(image_shape: tuple[int, int]) -> int:
-    """How many views of ``image_shape`` to put in one stencil (bounds its memory, ~100 MB)."""
+def central_slice_stencils(
+    rotations: torch.Tensor,  # (..., 3, 3)
+    *,
+    dtype: torch.dtype,
+    volume_shape: tuple[int, int, int],
+    image_shape: tuple[int, int],
+    max_radius: float = 0.5,
+) -> Iterator[tuple[slice, CentralSliceStencil]]:
+    """:func:`central_slice_stencil` of many views, a chunk of views at a time.
+
+    The rotations are flattened to ``(n, 3, 3)`` and cast to the real ``dtype`` of the data;
+    each chunk holds at most about 2²¹ slice samples (index tensors of ~100 MB).
+
+    Yields
+    ------
+    tuple[slice, CentralSliceStencil]
+        The views of the chunk (a slice of the flattened view index) and their stencil.
+    """
+    flat = rotations.reshape(-1, 3, 3).to(dtype)
     per_view = image_shape[0] * (image_shape[1] // 2 + 1)
-    return max(1, _CHUNK_SAMPLES // per_view)
+    chunk = max(1, _CHUNK_SAMPLES // per_view)
+    for start in range(0, flat.shape[0], chunk):
+        views = slice(start, start + chunk)
+        stencil = central_slice_stencil(
+            flat[views], volume_shape=volume_shape, image_shape=image_shape, max_radius=max_radius
+        )
+        yield views, stencil

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cryowarp.core._node_grids import grid_ndim, initial_values, node_counts
 from cryowarp.core.interpolate import interpolate_nd
 from cryowarp.errors import DimensionMismatchError
 
@@ -37,17 +38,8 @@ def evaluate_linear_grid(
     torch.Tensor
         ``(*batch, *points)``; differentiable w.r.t. both inputs.
     """
-    ndim = coords.shape[-1] if coords.ndim >= 1 else 0
-    if not 1 <= ndim <= 4 or values.ndim < ndim:
-        raise DimensionMismatchError(
-            None,
-            f"grid coordinates of shape {tuple(coords.shape)} need 1-4 components and values "
-            f"with at least that many axes, got values of shape {tuple(values.shape)}",
-        )
-    grid = values.shape[values.ndim - ndim :]
-    last_index = torch.tensor(
-        [grid[ndim - 1 - j] - 1 for j in range(ndim)], device=coords.device, dtype=coords.dtype
-    )
+    ndim = grid_ndim(values, coords)
+    last_index = node_counts(values, ndim, coords) - 1
     position_px = coords.clamp(0.0, 1.0) * last_index
     return interpolate_nd(values, position_px, method="linear", boundary="clamp")
 
@@ -80,15 +72,8 @@ class LinearGrid4D(nn.Module):
         super().__init__()
         if len(dims) != 4 or any(int(n) < 1 for n in dims):
             raise DimensionMismatchError(None, f"a 4-D grid needs 4 positive sizes, got {dims}")
-        shape = tuple(int(n) for n in reversed(dims))
-        if values is None:
-            values = torch.zeros(shape, device=device, dtype=dtype)
-        elif tuple(values.shape) != shape:
-            raise DimensionMismatchError(
-                None, f"values of shape {tuple(values.shape)} do not match dims {tuple(dims)}"
-            )
         self.dims = (int(dims[0]), int(dims[1]), int(dims[2]), int(dims[3]))
-        self.values = nn.Parameter(values.detach().clone())
+        self.values = nn.Parameter(initial_values(self.dims, values, device=device, dtype=dtype))
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:  # (*points, 4) -> (*points)
         """Interpolated values at normalised coordinates (x, y, z, t)."""

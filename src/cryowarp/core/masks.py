@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from cryowarp.core._centred_coordinates import centred_axes
 from cryowarp.errors import DimensionMismatchError, InvalidValuesError
 
 __all__ = [
@@ -49,19 +50,6 @@ def raised_cosine_edge(distance_px: torch.Tensor, soft_edge_px: float) -> torch.
         return inside
     t = (distance_px / soft_edge_px).clamp(0, 1)
     return 0.5 * (1 + torch.cos(math.pi * t))
-
-
-def _centred_coordinates(
-    shape: tuple[int, ...], device: torch.device | str | None, dtype: torch.dtype
-) -> list[torch.Tensor]:
-    """Per-axis coordinates relative to the centre ``N // 2``, broadcastable, array order."""
-    coordinates = []
-    for axis, n in enumerate(shape):
-        c = torch.arange(n, device=device, dtype=dtype) - n // 2
-        view = [1] * len(shape)
-        view[axis] = n
-        coordinates.append(c.reshape(view))
-    return coordinates
 
 
 def _check_shape(shape: Sequence[int], dims: tuple[int, ...]) -> tuple[int, ...]:
@@ -102,7 +90,7 @@ def spherical_mask(
     """
     shape = _check_shape(shape, (2, 3))
     r2 = torch.zeros(shape, device=device, dtype=dtype)
-    for c in _centred_coordinates(shape, device, dtype):
+    for c in centred_axes(shape, device=device, dtype=dtype):
         r2 = r2 + c * c
     return raised_cosine_edge(r2.sqrt() - radius_px, soft_edge_px)
 
@@ -138,7 +126,7 @@ def cylindrical_mask(
         ``shape``: the product of the radial and (if ``length_px``) axial profiles.
     """
     shape = _check_shape(shape, (3,))
-    z, y, x = _centred_coordinates(shape, device, dtype)
+    z, y, x = centred_axes(shape, device=device, dtype=dtype)
     mask = raised_cosine_edge((x * x + y * y).sqrt() - radius_px, soft_edge_px)
     if length_px is not None:
         mask = mask * raised_cosine_edge(z.abs() - length_px / 2, soft_edge_px)
@@ -181,7 +169,7 @@ def box_mask(
         raise DimensionMismatchError(
             None, f"need {len(shape)} half-widths (x, y[, z]) for shape {shape}, got {half_widths}"
         )
-    coordinates = _centred_coordinates(shape, device, dtype)[::-1]  # (x, y[, z])
+    coordinates = centred_axes(shape, device=device, dtype=dtype)[::-1]  # (x, y[, z])
     mask = torch.ones(shape, device=device, dtype=dtype)
     for c, half_width in zip(coordinates, half_widths, strict=True):
         mask = mask * raised_cosine_edge(c.abs() - half_width, soft_edge_px)

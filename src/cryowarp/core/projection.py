@@ -16,15 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from cryowarp.core.gridding import (
-    central_slice_stencil,
-    centred_irfftn,
-    centred_rfftn,
-    gridding_correct,
-    pad_centre,
-    padded_shape,
-    views_per_chunk,
-)
+from cryowarp.core._centred_coordinates import centred_grid
+from cryowarp.core.fourier import irfft_centered, rfft_centered
+from cryowarp.core.gridding import central_slice_stencils, gridding_correct, padded_shape
+from cryowarp.core.resize import crop_or_pad
 from cryowarp.errors import DimensionMismatchError, InvalidValuesError
 
 __all__ = [
@@ -74,7 +69,7 @@ def prepare_volume_for_projection(
     padded = (p[0], p[1], p[2])
     if gridding_correction:
         volume = gridding_correct(volume, padded=padded)
-    spectrum = centred_rfftn(pad_centre(volume, padded), 3)
+    spectrum = rfft_centered(crop_or_pad(volume, padded), ndim=3)
     return PreparedVolume(spectrum=spectrum, box_shape=box, padded_shape=padded)
 
 
@@ -117,18 +112,15 @@ def extract_central_slices_rfft(
             f"shape {volume_shape}",
         )
     batch = rotations.shape[:-2]
-    real_dtype = spectrum.real.dtype if spectrum.is_complex() else spectrum.dtype
-    flat_rotations = rotations.reshape(-1, 3, 3).to(real_dtype)
     flat_spectrum = spectrum.reshape(-1)
-    chunk = views_per_chunk(image_shape)
     pieces = []
-    for start in range(0, flat_rotations.shape[0], chunk):
-        stencil = central_slice_stencil(
-            flat_rotations[start : start + chunk],
-            volume_shape=volume_shape,
-            image_shape=image_shape,
-            max_radius=max_radius,
-        )
+    for _, stencil in central_slice_stencils(
+        rotations,
+        dtype=spectrum.real.dtype,
+        volume_shape=volume_shape,
+        image_shape=image_shape,
+        max_radius=max_radius,
+    ):
         values = (flat_spectrum[stencil.index] * stencil.weight).sum(dim=-1)
         if values.is_complex():
             values = torch.where(stencil.conjugate, values.conj(), values)
@@ -146,7 +138,7 @@ def project_fourier(
     """Centred rfft ``(..., h, w//2 + 1)`` of the projections of a prepared volume.
 
     The images have the box's ``(h, w)``; transform back with
-    :func:`cryowarp.core.gridding.centred_irfftn`. Density outside the sphere inscribed in the
+    :func:`cryowarp.core.fourier.irfft_centered`. Density outside the sphere inscribed in the
     box may project outside the image and wraps around.
     """
     image_shape = (volume.box_shape[1], volume.box_shape[2])
@@ -177,7 +169,7 @@ def project_real(
         volume, oversampling=oversampling, gridding_correction=gridding_correction
     )
     spectra = project_fourier(prepared, rotations, max_radius=max_radius)
-    return centred_irfftn(spectra, (prepared.box_shape[1], prepared.box_shape[2]))
+    return irfft_centered(spectra, shape=(prepared.box_shape[1], prepared.box_shape[2]))
 
 
 def project_real_space_reference(
@@ -192,9 +184,7 @@ def project_real_space_reference(
     _check_volume(volume)
     d, h, w = volume.shape
     dtype, device = volume.dtype, volume.device
-    axes = [torch.arange(n, device=device, dtype=dtype) - n // 2 for n in (d, h, w)]
-    z, y, x = torch.meshgrid(*axes, indexing="ij")
-    r = torch.stack([x, y, z], dim=-1)  # (d, h, w, 3) image-frame coordinates (x, y, z)
+    r = centred_grid((d, h, w), device=device, dtype=dtype)  # (d, h, w, 3) image frame (x, y, z)
     rotations = rotations.to(dtype)
     r_ref = torch.einsum("nji,dhwj->ndhwi", rotations, r)  # Aᵀ r
     sizes = torch.tensor([w, h, d], device=device, dtype=dtype)

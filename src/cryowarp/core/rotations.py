@@ -114,7 +114,9 @@ def matrix_to_euler(matrix: torch.Tensor) -> torch.Tensor:
     sin_psi = c * a[..., 0, 1] - s * a[..., 0, 0]
     cos_psi = c * a[..., 1, 1] - s * a[..., 1, 0]
     psi = torch.atan2(sin_psi, cos_psi)
-    return torch.rad2deg(torch.stack([rot, tilt, psi], dim=-1))
+    euler = torch.rad2deg(torch.stack([rot, tilt, psi], dim=-1))
+    # atan2 gives −180° for a sine of −0 or a tiny negative value: fold into (−180, 180].
+    return torch.where(euler <= -180.0, euler + 360.0, euler)
 
 
 def quaternion_to_matrix(quaternion: torch.Tensor) -> torch.Tensor:

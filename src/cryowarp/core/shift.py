@@ -39,14 +39,6 @@ def _as_shift_tensor(
     return shift_px
 
 
-def _shift_frequencies(
-    shape: tuple[int, ...], *, rfft: bool, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """``(*fourier_shape, ndim)`` frequencies (x, y[, z]) in cycles/pixel, Nyquist = +0.5."""
-    k = frequency_grid(shape, rfft=rfft, device=device, dtype=dtype)
-    return torch.where(k <= -0.5, k + 1.0, k)
-
-
 def shift_phase_ramp(
     shape: tuple[int, ...],
     shift_px: torch.Tensor | Sequence[float],
@@ -76,7 +68,7 @@ def shift_phase_ramp(
     spatial_dims(len(shape))
     shift = _as_shift_tensor(shift_px, len(shape), None)
     dtype = shift.dtype if shift.is_floating_point() else torch.float32
-    k = _shift_frequencies(shape, rfft=rfft, device=shift.device, dtype=dtype)
+    k = frequency_grid(shape, rfft=rfft, nyquist_positive=True, device=shift.device, dtype=dtype)
     s = shift.to(dtype).reshape(*shift.shape[:-1], *([1] * len(shape)), len(shape))
     phase = -2.0 * torch.pi * (k * s).sum(dim=-1)
     return torch.polar(torch.ones_like(phase), phase)

@@ -25,6 +25,7 @@ import math
 import torch
 from torch import nn
 
+from cryowarp.core._node_grids import grid_ndim, initial_values, node_counts
 from cryowarp.core.interpolate import interpolate_nd
 from cryowarp.errors import DimensionMismatchError
 
@@ -56,12 +57,9 @@ def evaluate_cubic_grid(
     torch.Tensor
         ``(*batch, *points)`` interpolated values; differentiable w.r.t. both inputs.
     """
-    ndim = _check_ndim(values, coords)
+    ndim = grid_ndim(values, coords)
     coefficients = _natural_bspline_coefficients(values, ndim)
-    grid = values.shape[values.ndim - ndim :]
-    sizes = torch.tensor(
-        [grid[ndim - 1 - j] for j in range(ndim)], device=coords.device, dtype=coords.dtype
-    )
+    sizes = node_counts(values, ndim, coords)
     # Node i sits at coefficient index i + 1 (one padding coefficient on each side).
     position_px = coords.clamp(0.0, 1.0) * (sizes - 1).clamp(min=1.0) + 1.0
     return interpolate_nd(coefficients, position_px, method="cubic_bspline", boundary="clamp")
@@ -174,15 +172,8 @@ class CubicGrid(nn.Module):
         dims = tuple(int(n) for n in dims)
         if not 1 <= len(dims) <= 4 or any(n < 1 for n in dims):
             raise DimensionMismatchError(None, f"grid dims must be 1-4 positive sizes, got {dims}")
-        shape = tuple(reversed(dims))
-        if values is None:
-            values = torch.zeros(shape, device=device, dtype=dtype)
-        elif tuple(values.shape) != shape:
-            raise DimensionMismatchError(
-                None, f"values of shape {tuple(values.shape)} do not match dims {dims}"
-            )
         self.dims = dims
-        self.values = nn.Parameter(values.detach().clone())
+        self.values = nn.Parameter(initial_values(dims, values, device=device, dtype=dtype))
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:  # (*points, ndim) -> (*points)
         """Interpolated values at normalised coordinates (x, y, z, t)."""
@@ -208,17 +199,6 @@ class CubicGrid(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dims={self.dims}"
-
-
-def _check_ndim(values: torch.Tensor, coords: torch.Tensor) -> int:
-    ndim = coords.shape[-1] if coords.ndim >= 1 else 0
-    if not 1 <= ndim <= 4 or values.ndim < ndim:
-        raise DimensionMismatchError(
-            None,
-            f"grid coordinates of shape {tuple(coords.shape)} need 1-4 components and values "
-            f"with at least that many axes, got values of shape {tuple(values.shape)}",
-        )
-    return ndim
 
 
 def _natural_bspline_coefficients(

@@ -33,6 +33,7 @@ import re
 import torch
 import torch.nn.functional as F
 
+from cryowarp.core._centred_coordinates import centred_grid
 from cryowarp.core.rotations import angular_distance_deg, axis_angle_to_matrix
 from cryowarp.errors import DimensionMismatchError, InvalidValuesError
 
@@ -234,18 +235,11 @@ def symmetrize_volume(volume: torch.Tensor, symmetry: str | torch.Tensor) -> tor
     operators = _as_operators(symmetry, vol)
     d, h, w = vol.shape[-3:]
     batch = vol.reshape(-1, 1, d, h, w)
-    centred = _centred_grid((d, h, w), vol)
+    centred = centred_grid((d, h, w), device=vol.device, dtype=vol.dtype)
     out = torch.zeros_like(batch)
     for operator in operators:
         out = out + _sample_rotated(batch, centred, operator)
     return (out / len(operators)).reshape(vol.shape)
-
-
-def _centred_grid(shape: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
-    """``(d, h, w, 3)`` voxel coordinates ``(x, y, z)`` relative to the centre ``N // 2``."""
-    axes = [torch.arange(n, dtype=like.dtype, device=like.device) - n // 2 for n in shape]
-    zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
-    return torch.stack([xx, yy, zz], dim=-1)
 
 
 def _sample_rotated(

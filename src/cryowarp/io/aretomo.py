@@ -24,7 +24,6 @@ convention (docs/conventions.md §4) is the job of the tilt-series code.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from cryowarp.errors import FileFormatError, InvalidValuesError
+from cryowarp.errors import FileFormatError
+from cryowarp.io._text import numeric_row, read_lines
 
 __all__ = ["AlnDarkFrame", "AlnLocalAlignment", "AretomoAlignment", "read_aln"]
 
@@ -97,25 +97,6 @@ class AretomoAlignment:
         return int(self.section_index.shape[0])
 
 
-def _row(path: Path, line_number: int, line: str, n_columns: int, what: str) -> list[float]:
-    fields = line.split()
-    if len(fields) != n_columns:
-        raise FileFormatError(
-            path,
-            f"line {line_number}: expected {n_columns} columns for {what}, "
-            f"found {len(fields)}: {line.strip()!r}",
-        )
-    try:
-        values = [float(f) for f in fields]
-    except ValueError:
-        raise FileFormatError(
-            path, f"line {line_number}: non-numeric value in {line.strip()!r}"
-        ) from None
-    if not all(math.isfinite(v) for v in values):
-        raise InvalidValuesError(path, f"line {line_number}: NaN or Inf in {line.strip()!r}")
-    return values
-
-
 def _dark_frame(path: Path, line_number: int, value: str) -> AlnDarkFrame:
     fields = value.split()
     try:
@@ -153,7 +134,7 @@ def read_aln(path: str | Path) -> AretomoAlignment:
         NaN or Inf in a table.
     """
     path = Path(path)
-    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    lines = read_lines(path)
     header: dict[str, str] = {}
     header_lines: dict[str, int] = {}
     comments: list[str] = []
@@ -180,9 +161,13 @@ def read_aln(path: str | Path) -> AretomoAlignment:
                 header_lines[match.group(1)] = line_number
             continue
         if in_local:
-            local_rows.append(_row(path, line_number, line, _N_LOCAL_COLUMNS, "local alignment"))
+            local_rows.append(
+                numeric_row(path, line_number, line, _N_LOCAL_COLUMNS, "local alignment")
+            )
         else:
-            global_rows.append(_row(path, line_number, line, _N_GLOBAL_COLUMNS, "global alignment"))
+            global_rows.append(
+                numeric_row(path, line_number, line, _N_GLOBAL_COLUMNS, "global alignment")
+            )
     if not global_rows:
         raise FileFormatError(path, "no alignment rows found (empty or truncated .aln file)")
 

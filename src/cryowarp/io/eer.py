@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
@@ -25,7 +24,9 @@ import numpy.typing as npt
 import tifffile
 
 from cryowarp.errors import CorruptFileError, FileFormatError, TruncatedFileError
-from cryowarp.io.tiff import ifd_chain_is_cut
+from cryowarp.io._files import require_file
+from cryowarp.io._reader import ClosingReader, check_range
+from cryowarp.io._tiff_checks import require_complete_ifd_chain, require_page_in_file
 
 __all__ = ["EerReader", "FractionGroups", "eer_fraction_groups"]
 
@@ -109,7 +110,7 @@ def eer_fraction_groups(
     return FractionGroups(bounds=tuple(bounds), n_dropped=dropped)
 
 
-class EerReader:
+class EerReader(ClosingReader):
     """Read an EER movie as fractions (sums of raw frames).
 
     Parameters
@@ -141,22 +142,17 @@ class EerReader:
         upsampling: int = 1,
         groups: FractionGroups | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = require_file(path)
         if upsampling not in _UPSAMPLING_BITS:
             raise ValueError(f"EER upsampling must be 1, 2 or 4, got {upsampling}")
         self.upsampling = upsampling
         try:
             self._tif = tifffile.TiffFile(self.path, superres=_UPSAMPLING_BITS[upsampling])
-        except FileNotFoundError as exc:
-            raise FileFormatError(self.path, "file not found") from exc
         except Exception as exc:
             raise FileFormatError(self.path, f"not a readable TIFF/EER file ({exc})") from exc
         try:
             self._frame_pages = self._find_frame_pages()
-        except FileFormatError:
-            self._tif.close()
-            raise
-        except TruncatedFileError:
+        except (FileFormatError, TruncatedFileError):
             self._tif.close()
             raise
         except Exception as exc:  # tifffile raises many kinds on damaged IFDs
@@ -189,13 +185,7 @@ class EerReader:
             raise FileFormatError(
                 self.path, "no EER-compressed pages (TIFF compression 65000/65001/65002) found"
             )
-        if ifd_chain_is_cut(self._tif):
-            raise TruncatedFileError(
-                self.path,
-                f"file ends after {len(self._tif.pages)} "
-                "complete pages but the last one points to another",
-                "the copy or write was probably interrupted",
-            )
+        require_complete_ifd_chain(self._tif, self.path)
         shapes = {tuple(p.shape) for p in pages}
         if len(shapes) != 1:
             raise FileFormatError(self.path, f"EER frames differ in shape: {sorted(shapes)}")
@@ -210,40 +200,18 @@ class EerReader:
         scale = {"m": 1e10, "nm": 10.0, "A": 1.0}.get(str(unit))
         return None if scale is None else float(value) * scale / self.upsampling
 
-    def __enter__(self) -> EerReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def close(self) -> None:
         """Close the file."""
         self._tif.close()
 
     def read_raw_frames(self, start: int, stop: int) -> npt.NDArray[np.uint8]:
         """Raw detector frames ``start … stop-1`` as ``(stop-start, h, w)`` event counts."""
-        if not 0 <= start <= stop <= self.n_raw_frames:
-            raise IndexError(
-                f"{self.path}: raw frames [{start}, {stop}) outside [0, {self.n_raw_frames})"
-            )
+        check_range(self.path, "raw frames", start, stop, self.n_raw_frames)
         out = np.zeros((stop - start, *self.frame_shape), dtype=np.uint8)
         file_bytes = self._tif.filehandle.size
         for i in range(start, stop):
             page = self._frame_pages[i]
-            end = max(
-                (o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)),
-                default=0,
-            )
-            if end > file_bytes:
-                raise TruncatedFileError(
-                    self.path,
-                    f"data of EER frame {i} extend past the end of the {file_bytes}-byte file",
-                )
+            require_page_in_file(page, file_bytes, self.path, f"EER frame {i}")
             try:
                 out[i - start] = page.asarray()
             except Exception as exc:
@@ -254,10 +222,7 @@ class EerReader:
 
     def read_frames(self, start: int, stop: int) -> npt.NDArray[np.uint16]:
         """Fractions ``start … stop-1``: sums of their raw frames, ``(stop-start, h, w)``."""
-        if not 0 <= start <= stop <= self.n_frames:
-            raise IndexError(
-                f"{self.path}: fractions [{start}, {stop}) outside [0, {self.n_frames})"
-            )
+        check_range(self.path, "fractions", start, stop, self.n_frames)
         out = np.zeros((stop - start, *self.frame_shape), dtype=np.uint16)
         for k in range(start, stop):
             first, last = self.groups.bounds[k]

@@ -29,6 +29,7 @@ import numpy.typing as npt
 import torch
 
 from cryowarp.errors import DimensionMismatchError, FileFormatError, InvalidValuesError
+from cryowarp.io._files import require_file
 from cryowarp.io.mrc import read_mrc
 from cryowarp.io.tiff import read_tiff
 
@@ -180,7 +181,7 @@ def read_serialem_defects(
 
     ``shape`` is required when the file does not give ``CameraSizeX/Y``.
     """
-    path = Path(path)
+    path = require_file(path)
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:

@@ -19,7 +19,6 @@ and the line for anything else that does not parse.  Vector order is ``(x, y)``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cryowarp.errors import FileFormatError, InvalidValuesError
+from cryowarp.io._text import numeric_table, read_lines
 
 __all__ = [
     "XfTransforms",
@@ -80,38 +80,6 @@ class XfTransforms:
         return np.sqrt(np.abs(det))
 
 
-def _read_lines(path: Path) -> list[str]:
-    """Lines of a text file (a UTF-8 BOM is dropped, undecodable bytes replaced)."""
-    return path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
-
-
-def _numeric_rows(path: Path, n_columns: int, what: str) -> npt.NDArray[np.float64]:
-    """Parse a whitespace-separated table of exactly ``n_columns`` floats per non-blank line."""
-    rows: list[list[float]] = []
-    for line_number, line in enumerate(_read_lines(path), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != n_columns:
-            raise FileFormatError(
-                path,
-                f"line {line_number}: expected {n_columns} numbers per line for {what}, "
-                f"found {len(fields)}: {line.strip()!r}",
-            )
-        try:
-            values = [float(field) for field in fields]
-        except ValueError:
-            raise FileFormatError(
-                path, f"line {line_number}: non-numeric value in {line.strip()!r}"
-            ) from None
-        if not all(math.isfinite(v) for v in values):
-            raise InvalidValuesError(path, f"line {line_number}: NaN or Inf in {line.strip()!r}")
-        rows.append(values)
-    if not rows:
-        raise FileFormatError(path, f"empty file: no {what} found")
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), n_columns)
-
-
 def read_xf(path: str | Path) -> XfTransforms:
     """Read an IMOD ``.xf`` file.
 
@@ -133,8 +101,7 @@ def read_xf(path: str | Path) -> XfTransforms:
     InvalidValuesError
         NaN or Inf in the file.
     """
-    path = Path(path)
-    table = _numeric_rows(path, 6, "an IMOD .xf transform (A11 A12 A21 A22 DX DY)")
+    table = numeric_table(path, 6, "an IMOD .xf transform (A11 A12 A21 A22 DX DY)")
     return XfTransforms(
         matrices=table[:, :4].reshape(-1, 2, 2).copy(), shifts_px=table[:, 4:].copy()
     )
@@ -173,8 +140,7 @@ def read_tlt(path: str | Path) -> npt.NDArray[np.float64]:
     InvalidValuesError
         NaN or Inf in the file.
     """
-    path = Path(path)
-    return _numeric_rows(path, 1, "tilt angles (one angle in degrees per line)")[:, 0].copy()
+    return numeric_table(path, 1, "tilt angles (one angle in degrees per line)")[:, 0].copy()
 
 
 def write_tlt(
@@ -202,7 +168,7 @@ def read_edf(path: str | Path) -> dict[str, str]:
     """
     path = Path(path)
     settings: dict[str, str] = {}
-    for line_number, line in enumerate(_read_lines(path), start=1):
+    for line_number, line in enumerate(read_lines(path), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith(("#", "!")):
             continue

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cryowarp.errors import FileFormatError
+from cryowarp.io._text import read_lines
 
 __all__ = ["Mdoc", "MdocSection", "read_mdoc"]
 
@@ -225,7 +226,7 @@ def read_mdoc(path: str | Path) -> Mdoc:
         message names the line).
     """
     path = Path(path)
-    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    lines = read_lines(path)
     header: dict[str, str] = {}
     header_lines: dict[str, int] = {}
     titles: list[str] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,6 +18,8 @@ import numpy.typing as npt
 import torch
 
 from cryowarp.errors import FileFormatError, InvalidValuesError
+from cryowarp.io._files import require_file
+from cryowarp.io._reader import ClosingReader
 from cryowarp.io.eer import EerReader, FractionGroups, eer_fraction_groups
 from cryowarp.io.mrc import MrcReader
 from cryowarp.io.tiff import TiffReader
@@ -85,7 +86,7 @@ def check_frames(
         )
 
 
-class Movie:
+class Movie(ClosingReader):
     """A movie opened for streaming; use as a context manager.
 
     Attributes
@@ -105,17 +106,6 @@ class Movie:
         self.dtype = source.dtype
         self.pixel_size_a = source.pixel_size_a
         self.validate = validate
-
-    def __enter__(self) -> Movie:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the file."""
@@ -191,9 +181,7 @@ def open_movie(
         (:func:`~cryowarp.io.eer.eer_fraction_groups`; leftover frames are dropped). Without
         them every raw frame is a fraction.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileFormatError(path, "file not found")
+    path = require_file(path)
     kind = _sniff(path)
     source: FrameSource
     if kind == "eer":

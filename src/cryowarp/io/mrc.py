@@ -21,7 +21,6 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import mrcfile
@@ -29,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from cryowarp.errors import FileFormatError, TruncatedFileError
+from cryowarp.io._files import require_file
+from cryowarp.io._reader import ClosingReader, check_range
 
 __all__ = [
     "MrcHeader",
@@ -164,13 +165,15 @@ def read_mrc_header(path: str | Path) -> MrcHeader:
 
     Raises
     ------
+    MissingFileError
+        ``path`` is missing or not a regular file.
     FileFormatError
         Not an MRC file, unknown mode, non-positive dimensions, a bad extended-header size, or
         more data than the header describes.
     TruncatedFileError
         The file is shorter than its header says.
     """
-    path = Path(path)
+    path = require_file(path)
     try:
         file_bytes = path.stat().st_size
         with path.open("rb") as f:
@@ -214,7 +217,7 @@ def _unpack_4bit(packed: npt.NDArray[np.uint8], nx: int) -> npt.NDArray[np.uint8
     return out[..., :nx]
 
 
-class MrcReader:
+class MrcReader(ClosingReader):
     """Stream sections (images, movie frames, volume slices) out of an MRC file.
 
     Use as a context manager; nothing but the header is read until :meth:`read_sections`.
@@ -229,17 +232,6 @@ class MrcReader:
         self.header = read_mrc_header(path)
         self.path = self.header.path
         self._map: np.memmap[Any, np.dtype[Any]] | None = None
-
-    def __enter__(self) -> MrcReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Release the memory map."""
@@ -270,10 +262,7 @@ class MrcReader:
     def read_sections(self, start: int, stop: int) -> npt.NDArray[Any]:
         """Sections ``start … stop-1`` as a ``(stop-start, ny, nx)`` array in native byte
         order (dtype :attr:`MrcHeader.dtype`; mode 101 is unpacked to ``uint8``)."""
-        if not 0 <= start <= stop <= self.n_sections:
-            raise IndexError(
-                f"{self.path}: sections [{start}, {stop}) outside [0, {self.n_sections})"
-            )
+        check_range(self.path, "sections", start, stop, self.n_sections)
         block = np.asarray(self._memmap()[start:stop])
         if self.header.mode == 101:
             return _unpack_4bit(block, self.header.shape[2])

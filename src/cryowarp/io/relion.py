@@ -23,15 +23,16 @@ Required columns (anything else is optional; an accessor of an absent optional c
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from cryowarp.errors import FileFormatError, InvalidValuesError, MissingColumnError
+from cryowarp.errors import InvalidValuesError, MissingColumnError
+from cryowarp.io._relion_legacy import from_legacy, origins_to_angstrom
+from cryowarp.io.relion_optics import OpticsGroup, TableKind, optics_from_block, optics_to_block
 from cryowarp.io.star import StarBlock, read_star, write_star
 
 __all__ = [
@@ -47,49 +48,6 @@ __all__ = [
     "write_micrographs",
     "write_particles",
 ]
-
-_Kind = Literal["particles", "micrographs", "tomo"]
-_MAG = ("rlnMagMat00", "rlnMagMat01", "rlnMagMat10", "rlnMagMat11")
-_OPTICS_KNOWN = frozenset(
-    {
-        "rlnOpticsGroup", "rlnOpticsGroupName", "rlnImagePixelSize", "rlnMicrographPixelSize",
-        "rlnMicrographOriginalPixelSize", "rlnVoltage", "rlnSphericalAberration",
-        "rlnAmplitudeContrast", "rlnImageSize", "rlnImageDimensionality", "rlnBeamTiltX",
-        "rlnBeamTiltY", "rlnOddZernike", "rlnEvenZernike", "rlnCtfDataAreCtfPremultiplied", *_MAG,
-    }
-)  # fmt: skip
-_LEGACY_OPTICS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
-_LEGACY_PIXEL = ("rlnPixelSize", "rlnDetectorPixelSize", "rlnMagnification")
-
-
-@dataclass(frozen=True)
-class OpticsGroup:
-    """One row of ``data_optics``. ``None`` marks a column absent from the file.
-
-    ``pixel_size_a`` is the pixel size of the images the table refers to: particle images
-    (``rlnImagePixelSize``) for particle tables, micrographs (``rlnMicrographPixelSize``, else
-    ``rlnMicrographOriginalPixelSize``) for micrograph tables. Zernike coefficients are in
-    radians, ordered as in RELION; ``mag_matrix`` is ``((M00, M01), (M10, M11))``
-    (docs/conventions.md §6). ``extra`` holds every other column, written back unchanged.
-    """
-
-    optics_group: int
-    name: str
-    pixel_size_a: float
-    voltage_kv: float
-    cs_mm: float
-    amplitude_contrast: float
-    image_size_px: int | None = None
-    image_dimensionality: int | None = None
-    micrograph_pixel_size_a: float | None = None
-    micrograph_original_pixel_size_a: float | None = None
-    beam_tilt_x_mrad: float | None = None
-    beam_tilt_y_mrad: float | None = None
-    odd_zernike: tuple[float, ...] | None = None
-    even_zernike: tuple[float, ...] | None = None
-    mag_matrix: tuple[tuple[float, float], tuple[float, float]] | None = None
-    ctf_premultiplied: bool | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ImageLocation(NamedTuple):
@@ -145,6 +103,10 @@ class _RelionTable:
                 raise MissingColumnError(
                     self._source, f"no data_optics row for rlnOpticsGroup {unknown}"
                 )
+        self._check_columns()
+
+    def _check_columns(self) -> None:
+        """Further column checks of a subclass (run at the end of ``__init__``)."""
 
     def __len__(self) -> int:
         return len(self._frame)
@@ -283,14 +245,7 @@ class TomoParticleTable(ParticleTable):
 
     _required: ClassVar[tuple[str, ...]] = ("rlnTomoName",)
 
-    def __init__(
-        self,
-        frame: pd.DataFrame,
-        optics: Sequence[OpticsGroup],
-        *,
-        source: str | os.PathLike[str] | None = None,
-    ) -> None:
-        super().__init__(frame, optics, source=source)
+    def _check_columns(self) -> None:
         columns = set(self._frame.columns)
         if not ({f"rlnCoordinate{a}" for a in "XYZ"} <= columns) and not (
             {f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"} <= columns
@@ -389,18 +344,15 @@ def write_micrographs(
 
 
 def _read_table(
-    file: Path, kind: _Kind, amplitude_contrast_if_missing: float | None = None
+    file: Path, kind: TableKind, amplitude_contrast_if_missing: float | None = None
 ) -> tuple[list[OpticsGroup], pd.DataFrame]:
     blocks = read_star(file)
     block_name = "micrographs" if kind == "micrographs" else "particles"
     table = blocks.get(block_name)
     optics_block = blocks.get("optics")
     if isinstance(table, pd.DataFrame) and isinstance(optics_block, pd.DataFrame):
-        try:
-            optics = [_optics_from_row(file, row, kind) for row in _rows(optics_block)]
-        except (ValueError, TypeError) as error:  # e.g. a NaN or text where a number belongs
-            raise InvalidValuesError(file, f"data_optics: {error}") from error
-        return optics, _origins_to_angstrom(file, table, optics)
+        optics = optics_from_block(file, optics_block, kind)
+        return optics, origins_to_angstrom(file, table, optics)
     if kind == "tomo" and isinstance(table, pd.DataFrame):
         return [], table
     key = "rlnMicrographName" if kind == "micrographs" else "rlnImageName"
@@ -410,192 +362,14 @@ def _read_table(
     frame = loops[0]
     if "rlnAmplitudeContrast" not in frame.columns and amplitude_contrast_if_missing is not None:
         frame = frame.assign(rlnAmplitudeContrast=float(amplitude_contrast_if_missing))
-    return _from_legacy(file, frame, kind)
-
-
-def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{str(k): v for k, v in row.items()} for row in frame.to_dict(orient="records")]
-
-
-def _zernike(file: Path, column: str, value: Any) -> tuple[float, ...]:
-    text = str(value).strip()
-    try:
-        if not (text.startswith("[") and text.endswith("]")):
-            raise ValueError(text)
-        inner = text[1:-1].strip()
-        return tuple(float(item) for item in inner.split(",")) if inner else ()
-    except ValueError as error:
-        raise FileFormatError(file, f"{column}: {text!r} is not a list like [a,b,c]") from error
-
-
-def _optics_from_row(file: Path, row: dict[str, Any], kind: _Kind) -> OpticsGroup:
-    candidates: tuple[str, ...]
-    if kind == "micrographs":
-        candidates = ("rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize")
-    elif kind == "tomo":
-        candidates = ("rlnImagePixelSize", "rlnTomoTiltSeriesPixelSize")
-    else:
-        candidates = ("rlnImagePixelSize",)
-    pixel_column = next((c for c in candidates if c in row), None)
-    missing = [c for c in ("rlnOpticsGroup", *_LEGACY_OPTICS) if c not in row]
-    if pixel_column is None or missing:
-        missing += [] if pixel_column is not None else [" or ".join(candidates)]
-        raise MissingColumnError(file, f"data_optics lacks required column(s) {missing}")
-
-    def number(column: str) -> float | None:
-        return float(row[column]) if column in row else None
-
-    def integer(column: str) -> int | None:
-        return int(row[column]) if column in row else None
-
-    mag = None
-    if all(c in row for c in _MAG):
-        m00, m01, m10, m11 = (float(row[c]) for c in _MAG)
-        mag = ((m00, m01), (m10, m11))
-    group = int(row["rlnOpticsGroup"])
-    return OpticsGroup(
-        optics_group=group,
-        name=str(row.get("rlnOpticsGroupName", f"opticsGroup{group}")),
-        pixel_size_a=float(row[pixel_column]),
-        voltage_kv=float(row["rlnVoltage"]),
-        cs_mm=float(row["rlnSphericalAberration"]),
-        amplitude_contrast=float(row["rlnAmplitudeContrast"]),
-        image_size_px=integer("rlnImageSize"),
-        image_dimensionality=integer("rlnImageDimensionality"),
-        micrograph_pixel_size_a=number("rlnMicrographPixelSize"),
-        micrograph_original_pixel_size_a=number("rlnMicrographOriginalPixelSize"),
-        beam_tilt_x_mrad=number("rlnBeamTiltX"),
-        beam_tilt_y_mrad=number("rlnBeamTiltY"),
-        odd_zernike=_zernike(file, "rlnOddZernike", row["rlnOddZernike"])
-        if "rlnOddZernike" in row
-        else None,
-        even_zernike=_zernike(file, "rlnEvenZernike", row["rlnEvenZernike"])
-        if "rlnEvenZernike" in row
-        else None,
-        mag_matrix=mag,
-        ctf_premultiplied=bool(int(row["rlnCtfDataAreCtfPremultiplied"]))
-        if "rlnCtfDataAreCtfPremultiplied" in row
-        else None,
-        extra={k: v for k, v in row.items() if k not in _OPTICS_KNOWN},
-    )
-
-
-def _legacy_pixel_size_a(file: Path, frame: pd.DataFrame) -> np.ndarray:  # (n,)
-    if "rlnPixelSize" in frame.columns:
-        return np.asarray(pd.to_numeric(frame["rlnPixelSize"]), dtype=np.float64)
-    if {"rlnDetectorPixelSize", "rlnMagnification"} <= set(frame.columns):
-        detector_um = pd.to_numeric(frame["rlnDetectorPixelSize"]).to_numpy(dtype=np.float64)
-        magnification = pd.to_numeric(frame["rlnMagnification"]).to_numpy(dtype=np.float64)
-        pixel_a: np.ndarray = detector_um * 1e4 / magnification
-        return pixel_a
-    raise MissingColumnError(
-        file, "RELION 3.0 table without a pixel size (rlnPixelSize or rlnDetectorPixelSize + "
-        "rlnMagnification)"
-    )  # fmt: skip
-
-
-def _from_legacy(
-    file: Path, frame: pd.DataFrame, kind: _Kind
-) -> tuple[list[OpticsGroup], pd.DataFrame]:
-    missing = [c for c in _LEGACY_OPTICS if c not in frame.columns]
-    if missing:
-        raise MissingColumnError(file, f"RELION 3.0 table lacks required column(s) {missing}")
-    pixel_a = _legacy_pixel_size_a(file, frame)
-    keys = np.stack([pd.to_numeric(frame[c]).to_numpy(np.float64) for c in _LEGACY_OPTICS], -1)
-    combos = np.concatenate([keys, pixel_a[:, None]], axis=-1)  # (n, 4)
-    ids: dict[tuple[float, ...], int] = {}
-    group_of_row = np.array([ids.setdefault(tuple(r), len(ids) + 1) for r in combos.tolist()])
-    optics = [
-        OpticsGroup(
-            optics_group=group,
-            name=f"opticsGroup{group}",
-            pixel_size_a=pixel,
-            voltage_kv=voltage,
-            cs_mm=cs,
-            amplitude_contrast=contrast,
-            micrograph_pixel_size_a=pixel if kind == "micrographs" else None,
-        )
-        for (voltage, cs, contrast, pixel), group in ids.items()
-    ]
-    converted = frame.drop(columns=[c for c in (*_LEGACY_OPTICS, *_LEGACY_PIXEL) if c in frame])
-    converted["rlnOpticsGroup"] = group_of_row.astype(np.int64)
-    return optics, _origins_to_angstrom(file, converted, optics, pixel_a)
-
-
-def _origins_to_angstrom(
-    file: Path,
-    frame: pd.DataFrame,
-    optics: Sequence[OpticsGroup],
-    pixel_a: np.ndarray | None = None,  # (n,)
-) -> pd.DataFrame:
-    legacy = [a for a in "XYZ" if f"rlnOrigin{a}" in frame.columns]
-    if not legacy:
-        return frame
-    if pixel_a is None:
-        by_id = {g.optics_group: g.pixel_size_a for g in optics}
-        ids = pd.to_numeric(frame["rlnOpticsGroup"]).to_numpy(np.int64)
-        if not set(ids.tolist()) <= set(by_id):
-            raise MissingColumnError(file, "rlnOpticsGroup names a group absent from data_optics")
-        pixel_a = np.array([by_id[int(i)] for i in ids], dtype=np.float64)
-    converted = frame.copy()
-    for axis in legacy:
-        origin_px = pd.to_numeric(converted.pop(f"rlnOrigin{axis}")).to_numpy(np.float64)
-        if f"rlnOrigin{axis}Angst" not in converted.columns:
-            converted[f"rlnOrigin{axis}Angst"] = origin_px * pixel_a
-    return converted
+    return from_legacy(file, frame, kind)
 
 
 # ---------------------------------------------------------------------------- writing
 
 
-def _zernike_text(values: tuple[float, ...] | None) -> str:
-    return "[" + ",".join(f"{v:.12g}" for v in (values or ())) + "]"
-
-
-def _optics_frame(optics: Sequence[OpticsGroup], kind: _Kind) -> pd.DataFrame:
-    pixel_column = "rlnMicrographPixelSize" if kind == "micrographs" else "rlnImagePixelSize"
-
-    def present(attribute: str) -> bool:
-        return any(getattr(g, attribute) is not None for g in optics)
-
-    records: list[dict[str, Any]] = []
-    for g in optics:
-        record: dict[str, Any] = {
-            "rlnOpticsGroup": g.optics_group,
-            "rlnOpticsGroupName": g.name,
-            pixel_column: g.pixel_size_a,
-            "rlnVoltage": g.voltage_kv,
-            "rlnSphericalAberration": g.cs_mm,
-            "rlnAmplitudeContrast": g.amplitude_contrast,
-        }
-        if present("image_size_px"):
-            record["rlnImageSize"] = g.image_size_px or 0
-        if present("image_dimensionality"):
-            record["rlnImageDimensionality"] = g.image_dimensionality or 2
-        if kind != "micrographs" and present("micrograph_pixel_size_a"):
-            record["rlnMicrographPixelSize"] = g.micrograph_pixel_size_a or g.pixel_size_a
-        if present("micrograph_original_pixel_size_a"):
-            original = g.micrograph_original_pixel_size_a
-            record["rlnMicrographOriginalPixelSize"] = original or g.pixel_size_a
-        if present("ctf_premultiplied"):
-            record["rlnCtfDataAreCtfPremultiplied"] = int(bool(g.ctf_premultiplied))
-        if present("beam_tilt_x_mrad") or present("beam_tilt_y_mrad"):
-            record["rlnBeamTiltX"] = float(g.beam_tilt_x_mrad or 0.0)
-            record["rlnBeamTiltY"] = float(g.beam_tilt_y_mrad or 0.0)
-        if present("odd_zernike"):
-            record["rlnOddZernike"] = _zernike_text(g.odd_zernike)
-        if present("even_zernike"):
-            record["rlnEvenZernike"] = _zernike_text(g.even_zernike)
-        if present("mag_matrix"):
-            (m00, m01), (m10, m11) = g.mag_matrix or ((1.0, 0.0), (0.0, 1.0))
-            record.update(zip(_MAG, (m00, m01, m10, m11), strict=True))
-        record.update(g.extra)
-        records.append(record)
-    return pd.DataFrame.from_records(records)
-
-
 def _write_table(
-    file: Path, optics: Sequence[OpticsGroup], table: _RelionTable, kind: _Kind
+    file: Path, optics: Sequence[OpticsGroup], table: _RelionTable, kind: TableKind
 ) -> None:
     frame = table.frame
     if "rlnOpticsGroup" in frame.columns:
@@ -605,6 +379,6 @@ def _write_table(
             raise MissingColumnError(file, f"no optics group given for rlnOpticsGroup {unknown}")
     blocks: dict[str, StarBlock] = {}
     if optics:
-        blocks["optics"] = _optics_frame(optics, kind)
+        blocks["optics"] = optics_to_block(optics, kind)
     blocks["micrographs" if kind == "micrographs" else "particles"] = frame
     write_star(file, blocks)

@@ -29,9 +29,9 @@ from cryowarp.errors import (
     CryowarpInputError,
     FileFormatError,
     InvalidValuesError,
-    MissingFileError,
     TruncatedFileError,
 )
+from cryowarp.io._files import require_file
 
 __all__ = [
     "STRING_COLUMNS",
@@ -70,6 +70,8 @@ STRING_COLUMNS: frozenset[str] = frozenset(
 
 _HEADER = "# Written by cryowarp"
 _BINARY_PROBE_BYTES = 65536
+_RESERVED = ("_", "#", "$", "'", '"', ";", "data_", "loop_", "save_", "stop_", "global_")
+"""Starts of a bare value that a STAR parser would not read as that value."""
 _NEW_FILE_MODE = 0o644  # mkstemp creates 0o600; STAR tables are meant to be shared
 
 
@@ -123,14 +125,14 @@ def read_star(
 
     Raises
     ------
-    CryowarpInputError
+    MissingFileError
         The file does not exist or is a folder.
     TruncatedFileError
         The file is empty (0 bytes).
     FileFormatError
         Binary content, no ``data_`` block, or a malformed line (named in the message).
     """
-    file = Path(path)
+    file = require_file(path)
     text = _read_text(file)
     problem = _find_structural_problem(text)
     if problem is not None:
@@ -190,10 +192,6 @@ def write_star(
 
 
 def _read_text(file: Path) -> str:
-    if not file.exists():
-        raise MissingFileError(file, "file not found")
-    if file.is_dir():
-        raise CryowarpInputError(file, "is a folder, not a STAR file")
     raw = file.read_bytes()
     if not raw:
         raise TruncatedFileError(file, "the file is empty (0 bytes)", hint="interrupted write?")
@@ -281,7 +279,19 @@ def _format_value(file: Path, where: str, value: Any) -> Any:
         return format_star_float(float(value))
     if isinstance(value, str):
         _check_text(file, f"value in {where}", value)
+        return _quote_if_reserved(value)
     return value
+
+
+def _quote_if_reserved(text: str) -> str:
+    """Quote a value that STAR would otherwise read as a label, comment, keyword or nothing
+    (``_x``, ``a#b``, ``data_x``, ``loop_``, an empty string, ...). Values with whitespace
+    are left alone: starfile quotes them itself."""
+    if any(c.isspace() for c in text):
+        return text
+    if text and "#" not in text and not text.lower().startswith(_RESERVED):
+        return text
+    return f"'{text}'" if '"' in text else f'"{text}"'
 
 
 def _prepare_block(file: Path, name: str, block: StarBlock) -> StarBlock:

@@ -9,9 +9,7 @@ ImageJ's ``unit=`` in the image description) when they hold a plausible value, e
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -23,6 +21,13 @@ from cryowarp.errors import (
     CryowarpInputError,
     FileFormatError,
     TruncatedFileError,
+)
+from cryowarp.io._files import require_file
+from cryowarp.io._reader import ClosingReader, check_range
+from cryowarp.io._tiff_checks import (
+    ifd_chain_is_cut,
+    require_complete_ifd_chain,
+    require_page_in_file,
 )
 
 __all__ = ["TiffReader", "ifd_chain_is_cut", "read_tiff"]
@@ -46,7 +51,7 @@ _UNIT_TO_A: dict[str, float] = {
 _MAX_PLAUSIBLE_PIXEL_A = 1e4  # larger values are a default (e.g. 72 dpi), not a calibration
 
 
-class TiffReader:
+class TiffReader(ClosingReader):
     """Stream frames out of a (multi-page) TIFF file.
 
     Parameters
@@ -58,12 +63,10 @@ class TiffReader:
     """
 
     def __init__(self, path: str | Path, *, flip_y: bool = True) -> None:
-        self.path = Path(path)
+        self.path = require_file(path)
         self.flip_y = flip_y
         try:
             self._tif = tifffile.TiffFile(self.path)
-        except FileNotFoundError as exc:
-            raise FileFormatError(self.path, "file not found") from exc
         except (tifffile.TiffFileError, ValueError, OSError, EOFError) as exc:
             raise FileFormatError(self.path, f"not a readable TIFF file ({exc})") from exc
         try:
@@ -84,13 +87,7 @@ class TiffReader:
             raise FileFormatError(self.path, f"TIFF image has unusable shape {shape}")
         self._pages = series.pages
         self.dtype: np.dtype[Any] = np.dtype(series.dtype)
-        if ifd_chain_is_cut(self._tif):
-            raise TruncatedFileError(
-                self.path,
-                f"file ends after {len(self._tif.pages)} complete pages but the last one "
-                "points to another",
-                "the copy or write was probably interrupted",
-            )
+        require_complete_ifd_chain(self._tif, self.path)
         declared = _declared_frames(self._tif)
         if declared is not None and declared > len(self._pages):
             raise TruncatedFileError(
@@ -108,17 +105,6 @@ class TiffReader:
             )
         self.pixel_size_a = _pixel_size_a(self._tif)
 
-    def __enter__(self) -> TiffReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def close(self) -> None:
         """Close the file."""
         self._tif.close()
@@ -133,8 +119,7 @@ class TiffReader:
         CorruptFileError
             A page cannot be decoded.
         """
-        if not 0 <= start <= stop <= self.n_frames:
-            raise IndexError(f"{self.path}: frames [{start}, {stop}) outside [0, {self.n_frames})")
+        check_range(self.path, "frames", start, stop, self.n_frames)
         out = np.empty((stop - start, *self.frame_shape), dtype=self.dtype)
         file_bytes = self._tif.filehandle.size
         for i in range(start, stop):
@@ -142,16 +127,11 @@ class TiffReader:
                 page = self._pages[i]
                 if page is None:
                     raise CorruptFileError(self.path, f"page {i} is missing")
-                offsets, counts = page.dataoffsets, page.databytecounts
-            except CorruptFileError:
+                require_page_in_file(page, file_bytes, self.path, f"frame {i}")
+            except (CorruptFileError, TruncatedFileError):
                 raise
             except Exception as exc:  # damaged IFD chain
                 raise CorruptFileError(self.path, f"page {i} cannot be parsed ({exc})") from exc
-            if offsets and max(o + c for o, c in zip(offsets, counts, strict=True)) > file_bytes:
-                raise TruncatedFileError(
-                    self.path,
-                    f"data of frame {i} extend past the end of the {file_bytes}-byte file",
-                )
             try:
                 frame = page.asarray()
             except Exception as exc:
@@ -159,24 +139,6 @@ class TiffReader:
             frame = np.asarray(frame).reshape(self.frame_shape)
             out[i - start] = frame[::-1] if self.flip_y else frame
         return out
-
-
-def ifd_chain_is_cut(tif: tifffile.TiffFile) -> bool:
-    """Whether the last page found points to a further page that is not in the file (the
-    file was cut after the data of its last complete page)."""
-    fmt = tif.tiff
-    last = tif.pages[len(tif.pages) - 1]
-    fh = tif.filehandle
-    fh.seek(last.offset)
-    raw = fh.read(fmt.tagnosize)
-    if len(raw) < fmt.tagnosize:
-        return True
-    n_tags = struct.unpack(fmt.tagnoformat, raw)[0]
-    fh.seek(last.offset + fmt.tagnosize + n_tags * fmt.tagsize)
-    raw = fh.read(fmt.offsetsize)
-    if len(raw) < fmt.offsetsize:
-        return True
-    return bool(struct.unpack(fmt.offsetformat, raw)[0] != 0)
 
 
 def _declared_frames(tif: tifffile.TiffFile) -> int | None:

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cryowarp.errors import FileFormatError
+from cryowarp.io._files import require_file
 
 __all__ = [
     "WarpCTF",
@@ -345,7 +346,7 @@ def read_warp_xml(path: str | Path) -> WarpItemMetadata:
         element, a non-numeric value, a grid whose nodes do not fill its dimensions, or
         per-tilt lists of different lengths (the message names the element).
     """
-    path = Path(path)
+    path = require_file(path)
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as error:

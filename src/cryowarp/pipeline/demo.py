@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from cryowarp.core.backprojection import Reconstructor
 from cryowarp.core.ctf import CTFParams, ctf_2d
@@ -27,7 +28,24 @@ from cryowarp.io.mrc import read_mrc, write_mrc
 from cryowarp.io.relion import OpticsGroup, ParticleTable, read_particles, write_particles
 from cryowarp.simulate.phantom import blob_phantom
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "DemoSettings", "run_demo"]
+
+
+class DemoSettings(BaseModel):
+    """Settings of the demo job; the CLI reads its defaults and help texts from here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_particles: int = Field(default=1000, ge=20, description="Number of simulated particle images.")
+    box_size_px: int = Field(default=48, ge=16, description="Box edge in pixels.")
+    pixel_size_a: float = Field(default=2.0, gt=0, description="Pixel size in Å.")
+    snr: float = Field(
+        default=0.5,
+        gt=0,
+        description="Signal-to-noise ratio per image: variance of the CTF-affected "
+        "projections over that of the added white noise.",
+    )
+    seed: int = Field(default=0, description="Seed of every random choice (the demo is deterministic).")
 
 
 @dataclass(frozen=True)
@@ -51,34 +69,23 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 def run_demo(
     out_dir: str | Path,
+    settings: DemoSettings | None = None,
     *,
-    n_particles: int = 1000,
-    box_size_px: int = 48,
-    pixel_size_a: float = 2.0,
-    snr: float = 0.5,
-    seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Run the demo job and write its outputs into ``out_dir``.
+    """Run the demo job (see :class:`DemoSettings`) and write its outputs into ``out_dir``.
 
-    Parameters
-    ----------
-    n_particles:
-        Number of simulated particle images.
-    box_size_px, pixel_size_a:
-        Box edge (pixels) and pixel size (Å).
-    snr:
-        Signal-to-noise ratio (variance of the CTF-affected projections over that of the
-        added white Gaussian noise).
-    seed:
-        Seed of every random choice (the demo is deterministic).
-    log:
-        Receives one line per step.
+    ``log`` receives one line per step.
     """
+    settings = settings or DemoSettings()
+    n_particles = settings.n_particles
+    pixel_size_a = settings.pixel_size_a
+    snr = settings.snr
+    seed = settings.seed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
-    box = box_size_px
+    box = settings.box_size_px
 
     log(f"phantom: {box}^3 voxels at {pixel_size_a} Å/px")
     truth = blob_phantom(box, seed=seed)
@@ -181,9 +188,7 @@ def run_demo(
     fsc_path.write_text(
         json.dumps(
             {
-                "frequency_per_a": (
-                    torch.arange(box // 2 + 1) / (box * pixel_size_a)
-                ).tolist(),
+                "frequency_per_a": (torch.arange(box // 2 + 1) / (box * pixel_size_a)).tolist(),
                 "fsc_half_maps": curve_halves.tolist(),
                 "fsc_map_truth": curve_truth.tolist(),
                 "resolution_half_maps_a": res_halves,
