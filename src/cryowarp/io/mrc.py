@@ -16,8 +16,6 @@ voxel sizes are ``(x, y, z)`` in Å (docs/conventions.md §1).
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cryowarp.errors import FileFormatError, TruncatedFileError
-from cryowarp.io._files import require_file
+from cryowarp.io._files import atomic_output, require_file
 from cryowarp.io._reader import ClosingReader, check_range
 
 __all__ = [
@@ -42,6 +40,7 @@ __all__ = [
 _HEADER_BYTES = 1024
 _IMOD_STAMP = 1146047817
 _MODE_DTYPES: dict[int, str] = {0: "i1", 1: "i2", 2: "f4", 6: "u2", 12: "f2", 101: "u1"}
+_LABEL = b"cryowarp".ljust(80)
 _WRITABLE_MODES: dict[int, str] = {0: "i1", 1: "i2", 2: "f4", 6: "u2", 12: "f2"}
 
 
@@ -347,21 +346,17 @@ def write_mrc(
         )
     array = np.ascontiguousarray(array, dtype=np.dtype(_WRITABLE_MODES[mode]))
     stack = path.suffix.lower() == ".mrcs" if is_stack is None else is_stack
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with mrcfile.new(tmp_name, overwrite=True) as mrc, warnings.catch_warnings():
+    with atomic_output(path) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
+        with warnings.catch_warnings():
             # NaN/Inf are written as given; mrcfile's header statistics would warn about them
             warnings.filterwarnings("ignore", "Data array contains", RuntimeWarning)
             mrc.set_data(array)
-            if array.ndim == 3:
-                if stack:
-                    mrc.set_image_stack()
-                else:
-                    mrc.set_volume()
-            mrc.voxel_size = _voxel_triplet(voxel_size_a)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+        if array.ndim == 3:
+            if stack:
+                mrc.set_image_stack()
+            else:
+                mrc.set_volume()
+        mrc.voxel_size = _voxel_triplet(voxel_size_a)
+        # A fixed label instead of mrcfile's creation time: the same data give the same bytes.
+        mrc.header.label[0] = _LABEL
+        mrc.header.nlabl = 1

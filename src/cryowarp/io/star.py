@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import shlex
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -31,7 +30,7 @@ from cryowarp.errors import (
     InvalidValuesError,
     TruncatedFileError,
 )
-from cryowarp.io._files import require_file
+from cryowarp.io._files import require_file, write_text_atomically
 
 __all__ = [
     "STRING_COLUMNS",
@@ -72,7 +71,6 @@ _HEADER = "# Written by cryowarp"
 _BINARY_PROBE_BYTES = 65536
 _RESERVED = ("_", "#", "$", "'", '"', ";", "data_", "loop_", "save_", "stop_", "global_")
 """Starts of a bare value that a STAR parser would not read as that value."""
-_NEW_FILE_MODE = 0o644  # mkstemp creates 0o600; STAR tables are meant to be shared
 
 
 def format_star_float(value: float) -> str:
@@ -188,7 +186,7 @@ def write_star(
     if lines and lines[0].startswith("#"):
         lines = lines[1:]
     text = "\n".join([_HEADER, *lines]) + "\n"
-    _write_atomically(file, text)
+    write_text_atomically(file, text)
 
 
 def _read_text(file: Path) -> str:
@@ -314,18 +312,3 @@ def _prepare_block(file: Path, name: str, block: StarBlock) -> StarBlock:
             where = f"column {column} of data_{name}"
             frame[str(column)] = [_format_value(file, where, v) for v in values.to_numpy()]
     return frame
-
-
-def _write_atomically(file: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        mode = file.stat().st_mode & 0o777 if file.exists() else _NEW_FILE_MODE
-        os.chmod(temporary, mode)
-        os.replace(temporary, file)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -36,7 +36,9 @@ class DemoSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_particles: int = Field(default=1000, ge=20, description="Number of simulated particle images.")
+    n_particles: int = Field(
+        default=1000, ge=20, description="Number of simulated particle images."
+    )
     box_size_px: int = Field(default=48, ge=16, description="Box edge in pixels.")
     pixel_size_a: float = Field(default=2.0, gt=0, description="Pixel size in Å.")
     snr: float = Field(
@@ -45,7 +47,9 @@ class DemoSettings(BaseModel):
         description="Signal-to-noise ratio per image: variance of the CTF-affected "
         "projections over that of the added white noise.",
     )
-    seed: int = Field(default=0, description="Seed of every random choice (the demo is deterministic).")
+    seed: int = Field(
+        default=0, description="Seed of every random choice (the demo is deterministic)."
+    )
 
 
 @dataclass(frozen=True)
