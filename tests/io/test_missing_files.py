@@ -13,6 +13,7 @@ import pytest
 import cryowarp.io
 from cryowarp.errors import CryowarpInputError, MissingFileError
 from cryowarp.io.aretomo import read_aln
+from cryowarp.io.atomic_model import read_atomic_model, read_mmcif, read_pdb
 from cryowarp.io.eer import EerReader
 from cryowarp.io.gain import read_defect_mask, read_gain, read_serialem_defects
 from cryowarp.io.imod import read_edf, read_tlt, read_xf
@@ -26,6 +27,9 @@ from cryowarp.io.warp_xml import read_warp_xml
 
 # reader -> a file name it would normally be given (the suffix matters to some readers)
 READERS: dict[str, tuple[Callable[[Path], Any], str]] = {
+    "read_atomic_model": (read_atomic_model, "model.pdb"),
+    "read_mmcif": (read_mmcif, "model.cif"),
+    "read_pdb": (read_pdb, "model.pdb"),
     "read_mrc": (read_mrc, "map.mrc"),
     "read_mrc_header": (read_mrc_header, "map.mrc"),
     "MrcReader": (MrcReader, "movie.mrcs"),

@@ -203,7 +203,7 @@ def test_malformed_mmcif_names_file_and_line(tmp_path: Path) -> None:
     missing_value = _write(tmp_path, "m.cif", [*head, "C 1 2 3", "C 1 2"])
     with pytest.raises(FileFormatError, match="not a multiple of its 4 columns"):
         read_mmcif(missing_value)
-    no_z = _write(tmp_path, "z.cif", head[:-1] + ["C 1 2"])
+    no_z = _write(tmp_path, "z.cif", [*head[:-1], "C 1 2"])
     with pytest.raises(FileFormatError, match="no Cartn_z column"):
         read_mmcif(no_z)
     with pytest.raises(FileFormatError, match="no _atom_site loop"):

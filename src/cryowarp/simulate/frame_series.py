@@ -31,7 +31,7 @@ import torch
 
 from cryowarp.core.electron import electron_wavelength_a
 from cryowarp.core.rotations import matrix_to_euler, random_rotations
-from cryowarp.simulate._frame_render import background_deviation, render_groups
+from cryowarp.simulate import _frame_render
 from cryowarp.simulate.artefacts import Artefacts, random_artefacts
 from cryowarp.simulate.detector import DetectorDefects, random_detector_defects
 from cryowarp.simulate.ground_truth import ParticleTruth
@@ -175,10 +175,10 @@ def simulate_frame_series(
     )
     artefacts = _artefacts(settings, component_generator(seed, movie_index, "artefacts"))
     sigma = interaction_constant_rad_per_va(settings.voltage_kv)
-    background = background_deviation(
+    background = _frame_render.background_deviation(
         settings, ctf, artefacts, sigma, component_generator(seed, movie_index, "ice")
     )
-    groups = render_groups(prepared, particles, rotations, settings, ctf, sigma)
+    groups = _frame_render.render_groups(prepared, particles, rotations, settings, ctf, sigma)
 
     h, w = settings.shape_px
     clean_particles = torch.zeros(h, w)
@@ -190,7 +190,7 @@ def simulate_frame_series(
 
     frames = torch.zeros(0, h, w)
     if render_frames:
-        frames = render_frames(
+        frames = _frame_render.render_frames(
             groups,
             background,
             motion,
@@ -311,5 +311,3 @@ def _artefacts(settings: FrameSeriesSettings, generator: torch.Generator) -> Art
         carbon_edge=settings.carbon_edge,
         n_aggregates=settings.n_aggregates,
     )
-
-

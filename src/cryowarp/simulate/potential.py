@@ -89,7 +89,8 @@ def atomic_potential_v(
     xyz_a:
         ``(n, 3)`` atom positions (x, y, z) in Å; the map is made on this tensor's device.
     elements:
-        ``n`` element symbols (any case; see :func:`~cryowarp.simulate.scattering.supported_elements`).
+        ``n`` element symbols, any case (see
+        :func:`~cryowarp.simulate.scattering.supported_elements`).
     pixel_size_a:
         Voxel edge in Å.
     box_size_px:
@@ -160,9 +161,9 @@ def atomic_potential_v(
         offset = (position_px[idx] - first).to(torch.float32)  # (m, 3)
         s = sigma_px[idx][..., None].to(torch.float32)  # (m, 5, 1)
         fx, fy, fz = (_voxel_fractions(offset[:, k, None, None], s, width) for k in range(3))
-        fzy = (weight[idx].to(torch.float32)[:, :, None, None] * fz[..., :, None] * fy[..., None, :]).reshape(
-            len(idx), 5, width * width
-        )
+        fzy = (
+            weight[idx].to(torch.float32)[:, :, None, None] * fz[..., :, None] * fy[..., None, :]
+        ).reshape(len(idx), 5, width * width)
         block = torch.bmm(fzy.transpose(1, 2), fx)  # (m, z·y, x)
         steps = torch.arange(width, device=device)
         iz, iy, ix = (first[:, k, None] + steps for k in (2, 1, 0))  # (m, width) each

@@ -59,7 +59,9 @@ def protein_potential_per_kda_v_a3(*, include_hydrogens: bool = True) -> float:
     elements = [e for e in _AVERAGINE if include_hydrogens or e != "H"]
     counts = torch.tensor([_AVERAGINE[e] for e in elements], dtype=torch.float64)
     potential = float((potential_integral_v_a3(elements) * counts).sum())
-    mass_da = float((atomic_mass_da(list(_AVERAGINE)) * torch.tensor(list(_AVERAGINE.values()))).sum())
+    mass_da = float(
+        (atomic_mass_da(list(_AVERAGINE)) * torch.tensor(list(_AVERAGINE.values()))).sum()
+    )
     return potential / mass_da * 1000.0
 
 
@@ -257,9 +259,7 @@ def species_from_map(
     if pixel_size_a is None:
         sizes = header.voxel_size_a
         if min(sizes) <= 0:
-            raise FileFormatError(
-                path, "header has no voxel size", "pass pixel_size_a= explicitly"
-            )
+            raise FileFormatError(path, "header has no voxel size", "pass pixel_size_a= explicitly")
         if max(sizes) - min(sizes) > 1e-3 * max(sizes):
             raise InvalidValuesError(
                 path,
@@ -344,7 +344,8 @@ def _blob_field(
 
 
 def _random_layout(
-    g: torch.Generator, operators: torch.Tensor  # (n_ops, 3, 3)
+    g: torch.Generator,
+    operators: torch.Tensor,  # (n_ops, 3, 3)
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Random blobs of an asymmetric unit copied by the group (relative units), and the
     0.5-level set of their sum on a coarse 48³ grid.
@@ -362,7 +363,9 @@ def _random_layout(
     n_blobs = int(torch.randint(1, max_blobs + 1, (1,), generator=g))
     elongation = uniform(0.0, 1.5, 1)  # per species: 0 = round blobs, 1.5 = rods/plates
     spread = uniform(0.3, 2.0, 1)  # per species: compact to extended arrangements
-    semi_axes = torch.exp(elongation * uniform(-1.0, 1.0, n_blobs, 3)) * uniform(0.4, 1.0, n_blobs, 1)
+    semi_axes = torch.exp(elongation * uniform(-1.0, 1.0, n_blobs, 3)) * uniform(
+        0.4, 1.0, n_blobs, 1
+    )
     direction = torch.randn(n_blobs, 3, generator=g, dtype=f64)
     direction = direction / direction.norm(dim=-1, keepdim=True)
     offset = direction * spread * uniform(0.0 if n_ops == 1 else 0.4, 1.0, n_blobs, 1)
@@ -394,10 +397,10 @@ def procedural_species(
 
     The asymmetric unit is 1–4 anisotropic Gaussian blobs (random semi-axes, orientation and
     offset from the symmetry axes; redrawn until the particle is one connected body); the
-    point group copies them, and the union is the
-    level set of their sum that encloses ``mass_kda / 0.81 Da/Å³`` (exact voxel count).  The
-    mask's edge is softened by a Gaussian blur (σ = 1.5 Å, at least 1 voxel), a symmetric interior texture (plane waves
-    of 8–25 Å period copied by the group, ±25 %) is added, and the map is scaled to the
+    point group copies them, and the union is the level set of their sum that encloses
+    ``mass_kda / 0.81 Da/Å³`` (exact voxel count).  The mask's edge is softened by a Gaussian
+    blur (σ = 1.5 Å, at least 1 voxel), a symmetric interior texture (plane waves of 8–25 Å
+    period, at most 4 px, copied by the group, ±25 %) is added, and the map is scaled to the
     protein potential of that mass (:func:`protein_potential_per_kda_v_a3`, with hydrogens:
     ≈ 7.9 V mean inside).  Deterministic for a seed; symmetric under ``symmetry`` about voxel
     ``N//2``; the box is the object's extent plus a margin.
