@@ -8,7 +8,7 @@ import os
 import platform
 from pathlib import Path
 
-from benchmarks import foundation
+from benchmarks import foundation, simulator
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = Path(
@@ -20,13 +20,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--suite",
+        choices=["all", "foundation", "simulator"],
+        default="all",
+        help="which suite to run (default: all; the simulator's k3 movie takes ~15 min)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    report = foundation.run(quick=args.quick, shared_data=SHARED)
-    report["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
-    (args.out / "foundation.json").write_text(json.dumps(report, indent=2) + "\n")
+    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
+    reports = {}
+    if args.suite in ("all", "foundation"):
+        reports["foundation"] = foundation.run(quick=args.quick, shared_data=SHARED)
+    if args.suite in ("all", "simulator"):
+        reports["simulator"] = simulator.run(quick=args.quick)
+    for name, report in reports.items():
+        report["machine"] = machine
+        (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    # The summary covers every suite whose results exist, fresh or from an earlier run.
+    modules = {"foundation": foundation, "simulator": simulator}
     summary = "# Benchmark results\n\nWritten by `python -m benchmarks`.\n\n"
-    summary += foundation.markdown(report)
+    for name, module in modules.items():
+        path = args.out / f"{name}.json"
+        if path.is_file():
+            summary += module.markdown(json.loads(path.read_text())) + "\n"
     (args.out / "README.md").write_text(summary)
     print(summary)
 

@@ -1,4 +1,4 @@
-"""Electron wavelength (docs/conventions.md §5)."""
+"""Electron wavelength (docs/conventions.md §5) and interaction constant."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cryowarp.core.electron import electron_wavelength_a
+from cryowarp.core.electron import electron_wavelength_a, interaction_constant_rad_per_va
 from cryowarp.errors import InvalidValuesError
 
 # CODATA 2018 exact values
@@ -50,3 +50,25 @@ def test_tensor_and_float_agree(device: torch.device) -> None:
 def test_non_positive_voltage_is_rejected() -> None:
     with pytest.raises(InvalidValuesError):
         electron_wavelength_a(0.0)
+
+
+@pytest.mark.parametrize(("voltage_kv", "kirkland"), [(300.0, 6.526e-4), (200.0, 7.288e-4)])
+def test_interaction_constant_matches_kirkland(voltage_kv: float, kirkland: float) -> None:
+    # Kirkland, Advanced Computing in Electron Microscopy (2010), eq. 5.6 / table 5.2.
+    assert interaction_constant_rad_per_va(voltage_kv) == pytest.approx(kirkland, rel=1e-3)
+
+
+@pytest.mark.parametrize("voltage_kv", [80.0, 100.0, 200.0, 300.0])
+def test_interaction_constant_is_2pi_m_e_lambda_over_h2(voltage_kv: float) -> None:
+    # σ = 2π m e λ / h² with the relativistic mass m = γ m0, from CODATA constants (SI → Å).
+    v = voltage_kv * 1e3
+    gamma = 1 + _E * v / (_M0 * _C**2)
+    wavelength_m = _codata_wavelength_a(voltage_kv) * 1e-10
+    sigma_per_a = 2 * math.pi * gamma * _M0 * _E * wavelength_m / _H**2 * 1e-10
+    assert interaction_constant_rad_per_va(voltage_kv) == pytest.approx(sigma_per_a, rel=2e-5)
+
+
+def test_interaction_constant_falls_with_voltage_and_rejects_zero() -> None:
+    assert interaction_constant_rad_per_va(300.0) < interaction_constant_rad_per_va(200.0)
+    with pytest.raises(InvalidValuesError):
+        interaction_constant_rad_per_va(0.0)

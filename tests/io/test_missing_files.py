@@ -66,7 +66,7 @@ def test_every_public_reader_is_listed() -> None:
         found |= {name for name in getattr(module, "__all__", ()) if _is_reader(name)}
     unlisted = sorted(found - set(READERS))
     assert not unlisted, (
-        f"readers {unlisted}: check the path with cryowarp.io._files.require_file and add "
+        f"readers {unlisted}: check the path with cryowarp.io.files.require_file and add "
         "them to READERS in this file"
     )
     assert set(READERS) <= found

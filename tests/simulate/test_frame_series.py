@@ -10,6 +10,7 @@ import torch
 
 from cryowarp.core.backprojection import Reconstructor
 from cryowarp.core.ctf import CTFParams, ctf_2d, ctf_zero_frequencies_a
+from cryowarp.core.electron import interaction_constant_rad_per_va
 from cryowarp.core.fourier_grids import frequency_grid
 from cryowarp.core.fsc import frc, fsc
 from cryowarp.core.resize import crop_or_pad
@@ -18,7 +19,6 @@ from cryowarp.core.shift import shift_image
 from cryowarp.simulate.frame_series import (
     SimulatedFrameSeries,
     detector_for,
-    interaction_constant_rad_per_va,
     simulate_frame_series,
 )
 from cryowarp.simulate.phantom import blob_phantom
@@ -62,12 +62,6 @@ def _settings(**overrides: object) -> FrameSeriesSettings:
 def _corrected_sum(result: SimulatedFrameSeries, settings: FrameSeriesSettings, seed: int):
     gain = detector_for(settings, seed=seed).gain
     return result.frames.to(torch.float32) * gain
-
-
-def test_interaction_constant_at_300_and_200_kv() -> None:
-    # Kirkland (2010) table 5.2 / eq. 5.6: σ = 0.6526 mrad/(V·Å) at 300 kV, 0.7288 at 200 kV.
-    assert interaction_constant_rad_per_va(300.0) == pytest.approx(6.526e-4, rel=1e-3)
-    assert interaction_constant_rad_per_va(200.0) == pytest.approx(7.288e-4, rel=1e-3)
 
 
 def test_mean_counts_equal_the_dose_within_poisson_error() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +17,14 @@ from pydantic import ValidationError
 from cryowarp.core.tilt_geometry import defocus_at_positions_um, tilt_rotation_matrix
 from cryowarp.errors import FileFormatError, MissingFileError
 from cryowarp.io.movie import open_movie
+from cryowarp.simulate.build_species import build_species
 from cryowarp.simulate.frame_series import simulate_frame_series
 from cryowarp.simulate.ground_truth import load_ground_truth
 from cryowarp.simulate.presets import FrameSeriesSettings, SpeciesSpec, frame_series_preset
+from cryowarp.simulate.procedural import procedural_species
 from cryowarp.simulate.sample_ctf import SampleCTF
-from cryowarp.simulate.species import procedural_species
-from cryowarp.simulate.write import build_species, write_frame_series_dataset
+from cryowarp.simulate.tilt_presets import TiltSeriesSettings
+from cryowarp.simulate.write import write_frame_series_dataset
 
 
 def _settings(**overrides: object) -> FrameSeriesSettings:
@@ -56,6 +60,13 @@ def test_same_seed_same_bytes_other_seed_other_bytes(
     for key in (f"movie_000{suffix}", "gain.mrc"):
         assert a[key] != c[key]
     assert a[f"movie_000{suffix}"] != a[f"movie_001{suffix}"]
+    # Written through io.files.atomic_output: the permissions of any new file (umask), not
+    # the 0600 of a temporary file.
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "a").rglob("*.*")}
+    assert "ground_truth.json" in modes
+    assert set(modes.values()) == {0o666 & ~umask}
 
 
 def test_ground_truth_round_trip(tmp_path: Path, species: list) -> None:
@@ -168,3 +179,7 @@ def test_build_species_is_deterministic() -> None:
     a, b = build_species(settings, seed=4), build_species(settings, seed=4)
     assert torch.equal(a[0].potential_v, b[0].potential_v)
     assert a[0].pixel_size_a == settings.pixel_size_a
+    # The tilt-series simulator builds the same species from the same spec and seed.
+    tilt = TiltSeriesSettings(pixel_size_a=settings.pixel_size_a, species=settings.species)
+    assert torch.equal(build_species(tilt, seed=4)[0].potential_v, a[0].potential_v)
+    assert not torch.equal(build_species(settings, seed=5)[0].potential_v, a[0].potential_v)

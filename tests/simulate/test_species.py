@@ -12,10 +12,10 @@ from cryowarp.core._centred_coordinates import centred_grid
 from cryowarp.core.symmetry import symmetrize_volume
 from cryowarp.errors import InvalidValuesError
 from cryowarp.io.mrc import read_mrc
+from cryowarp.simulate.procedural import procedural_species
 from cryowarp.simulate.species import (
     PROTEIN_DENSITY_DA_PER_A3,
     Species,
-    procedural_species,
     protein_potential_per_kda_v_a3,
     species_from_map,
     species_from_model,

@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 
 from cryowarp.core.backprojection import Reconstructor
 from cryowarp.core.ctf import CTFParams, ctf_2d
+from cryowarp.core.electron import interaction_constant_rad_per_va
 from cryowarp.core.fsc import fsc
 from cryowarp.core.rotations import euler_to_matrix, random_rotations
 from cryowarp.core.tilt_geometry import tilt_rotation_matrix
 from cryowarp.io.imod import read_tlt, read_xf
 from cryowarp.io.mdoc import read_mdoc
 from cryowarp.io.mrc import read_mrc
-from cryowarp.simulate.frame_series import interaction_constant_rad_per_va
 from cryowarp.simulate.phantom import blob_phantom
 from cryowarp.simulate.presets import SpeciesSpec
 from cryowarp.simulate.species import Species
@@ -40,10 +40,8 @@ from cryowarp.simulate.tilt_series import (
     simulate_tilt_series,
     slab_path_lengths_a,
 )
-from cryowarp.simulate.tilt_series_files import (
-    read_tilt_series_truth,
-    write_tilt_series_dataset,
-)
+from cryowarp.simulate.tilt_series_files import write_tilt_series_dataset
+from cryowarp.simulate.tilt_series_truth import read_tilt_series_truth
 
 PIXEL_A = 4.0
 

@@ -9,6 +9,7 @@ import typer
 
 from cryowarp import __version__
 from cryowarp.cli.demo import demo
+from cryowarp.cli.simulate import simulate_app
 
 app = typer.Typer(
     name="cryowarp",
@@ -35,3 +36,4 @@ def _main(
 
 
 app.command("demo")(demo)
+app.add_typer(simulate_app, name="simulate")

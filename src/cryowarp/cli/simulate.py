@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from cryowarp.cli.simulate_tilt import register as register_tilt_series
 from cryowarp.simulate.presets import FrameSeriesJob, FrameSeriesSettings, frame_series_preset
 from cryowarp.simulate.write import write_frame_series_dataset
 
@@ -150,3 +151,4 @@ def frame_series(
 
 
 simulate_app.command("frame-series")(frame_series)
+register_tilt_series(simulate_app)  # cli/simulate_tilt.py

@@ -19,9 +19,10 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from cryowarp.simulate.build_species import build_species
 from cryowarp.simulate.tilt_presets import TiltSeriesSettings, tilt_series_preset
 from cryowarp.simulate.tilt_series import simulate_tilt_series
-from cryowarp.simulate.tilt_series_files import build_tilt_species, write_tilt_series_dataset
+from cryowarp.simulate.tilt_series_files import write_tilt_series_dataset
 
 __all__ = ["register", "tilt_series"]
 
@@ -120,7 +121,7 @@ def tilt_series(
         )
     except (ValidationError, ValueError) as error:
         raise typer.BadParameter(str(error)) from error
-    species = build_tilt_species(settings, seed=seed)
+    species = build_species(settings, seed=seed)
     sim = simulate_tilt_series(settings, species, seed=seed)
     dataset = write_tilt_series_dataset(out, sim, seed=seed, species=species)
     typer.echo(

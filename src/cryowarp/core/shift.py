@@ -68,10 +68,25 @@ def shift_phase_ramp(
     spatial_dims(len(shape))
     shift = _as_shift_tensor(shift_px, len(shape), None)
     dtype = shift.dtype if shift.is_floating_point() else torch.float32
+    ndim = len(shape)
+    # The ramp is separable: one 1-D ramp per axis, multiplied by broadcasting, so only
+    # O(h + w) complex exponentials are evaluated per shift instead of O(h·w).
     k = frequency_grid(shape, rfft=rfft, nyquist_positive=True, device=shift.device, dtype=dtype)
-    s = shift.to(dtype).reshape(*shift.shape[:-1], *([1] * len(shape)), len(shape))
-    phase = -2.0 * torch.pi * (k * s).sum(dim=-1)
-    return torch.polar(torch.ones_like(phase), phase)
+    ramp: torch.Tensor | None = None
+    for axis in range(ndim):  # vector component axis = x, y, z -> array axis -1, -2, -3
+        array_axis = ndim - 1 - axis
+        k_axis = k[..., axis]
+        for other in reversed(range(ndim)):  # keep only the samples along array_axis
+            if other != array_axis:
+                k_axis = k_axis.select(other, 0)
+        view = [1] * ndim
+        view[array_axis] = k_axis.shape[0]
+        phase = -2.0 * torch.pi * shift[..., axis, None].to(dtype) * k_axis
+        factor = torch.polar(torch.ones_like(phase), phase)
+        factor = factor.reshape(*shift.shape[:-1], *view)
+        ramp = factor if ramp is None else ramp * factor
+    assert ramp is not None
+    return ramp
 
 
 def shift_rfft(

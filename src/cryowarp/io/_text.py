@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cryowarp.errors import FileFormatError, InvalidValuesError
-from cryowarp.io._files import require_file
+from cryowarp.io.files import require_file
 
 __all__ = ["numeric_row", "numeric_table", "read_lines"]
 

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cryowarp.errors import FileFormatError
-from cryowarp.io._files import require_file
+from cryowarp.io.files import require_file
 
 __all__ = ["AtomicModel", "read_atomic_model", "read_mmcif", "read_pdb"]
 

@@ -24,9 +24,9 @@ import numpy.typing as npt
 import tifffile
 
 from cryowarp.errors import CorruptFileError, FileFormatError, TruncatedFileError
-from cryowarp.io._files import require_file
 from cryowarp.io._reader import ClosingReader, check_range
 from cryowarp.io._tiff_checks import require_complete_ifd_chain, require_page_in_file
+from cryowarp.io.files import require_file
 
 __all__ = ["EerReader", "FractionGroups", "eer_fraction_groups"]
 

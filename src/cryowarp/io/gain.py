@@ -29,7 +29,7 @@ import numpy.typing as npt
 import torch
 
 from cryowarp.errors import DimensionMismatchError, FileFormatError, InvalidValuesError
-from cryowarp.io._files import require_file
+from cryowarp.io.files import require_file
 from cryowarp.io.mrc import read_mrc
 from cryowarp.io.tiff import read_tiff
 

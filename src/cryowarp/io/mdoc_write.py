@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryowarp.errors import InvalidValuesError
-from cryowarp.io._files import write_text_atomically
+from cryowarp.io.files import write_text_atomically
 from cryowarp.io.mdoc import Mdoc, MdocSection
 
 __all__ = ["MdocData", "MdocSectionData", "MdocValue", "format_mdoc", "write_mdoc"]

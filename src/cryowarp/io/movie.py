@@ -18,9 +18,9 @@ import numpy.typing as npt
 import torch
 
 from cryowarp.errors import FileFormatError, InvalidValuesError
-from cryowarp.io._files import require_file
 from cryowarp.io._reader import ClosingReader
 from cryowarp.io.eer import EerReader, FractionGroups, eer_fraction_groups
+from cryowarp.io.files import require_file
 from cryowarp.io.mrc import MrcReader
 from cryowarp.io.tiff import TiffReader
 

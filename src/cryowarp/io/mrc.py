@@ -26,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from cryowarp.errors import FileFormatError, TruncatedFileError
-from cryowarp.io._files import atomic_output, require_file
 from cryowarp.io._reader import ClosingReader, check_range
+from cryowarp.io.files import atomic_output, require_file
 
 __all__ = [
     "MrcHeader",

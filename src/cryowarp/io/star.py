@@ -30,7 +30,7 @@ from cryowarp.errors import (
     InvalidValuesError,
     TruncatedFileError,
 )
-from cryowarp.io._files import require_file, write_text_atomically
+from cryowarp.io.files import require_file, write_text_atomically
 
 __all__ = [
     "STRING_COLUMNS",

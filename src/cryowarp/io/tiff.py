@@ -22,13 +22,13 @@ from cryowarp.errors import (
     FileFormatError,
     TruncatedFileError,
 )
-from cryowarp.io._files import require_file
 from cryowarp.io._reader import ClosingReader, check_range
 from cryowarp.io._tiff_checks import (
     ifd_chain_is_cut,
     require_complete_ifd_chain,
     require_page_in_file,
 )
+from cryowarp.io.files import require_file
 
 __all__ = ["TiffReader", "ifd_chain_is_cut", "read_tiff"]
 

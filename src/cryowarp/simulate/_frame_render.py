@@ -12,12 +12,12 @@ import torch
 
 from cryowarp.core.ctf import ctf_2d
 from cryowarp.core.dose import dose_weights
-from cryowarp.core.electron import electron_wavelength_a
 from cryowarp.core.fourier import irfft_centered, rfft_centered
 from cryowarp.core.projection import project_real
 from cryowarp.core.resize import crop_or_pad
 from cryowarp.core.rotations import euler_to_matrix
 from cryowarp.core.shift import shift_image, shift_rfft
+from cryowarp.simulate._boxes import ctf_delocalisation_a, paste_boxes
 from cryowarp.simulate.artefacts import Artefacts
 from cryowarp.simulate.detector import DetectorDefects, load_mtf, mtf_filter, record_frames
 from cryowarp.simulate.ground_truth import ParticleTruth
@@ -79,11 +79,11 @@ def background_deviation(
 def _render_box_px(box_px: int, settings: FrameSeriesSettings) -> int:
     """Box that holds a particle and its CTF delocalisation at Nyquist (clipped to 1.5–4×)."""
     px = settings.pixel_size_a
-    wavelength = electron_wavelength_a(settings.voltage_kv)
-    k = 0.5 / px
     defocus_a = max(abs(settings.defocus_range_um[1]), abs(settings.defocus_range_um[0])) * 1e4
     defocus_a += settings.astigmatism_range_um[1] * 1e4
-    spread_a = wavelength * defocus_a * k + settings.cs_mm * 1e7 * wavelength**3 * k**3
+    spread_a = ctf_delocalisation_a(
+        defocus_a, pixel_size_a=px, voltage_kv=settings.voltage_kv, cs_mm=settings.cs_mm
+    )
     size = box_px + 2 * spread_a / px
     size = min(max(size, 1.5 * box_px), 4.0 * box_px)
     return int(math.ceil(size / 2) * 2)
@@ -105,8 +105,8 @@ class RenderGroup:
         for start in range(0, self.spectra.shape[0], _PARTICLE_BATCH):
             sl = slice(start, start + _PARTICLE_BATCH)
             shifted = shift_rfft(self.spectra[sl], fraction[sl].float(), shape=(b, b))
-            _paste(clean, irfft_centered(shifted, shape=(b, b)), centre[sl])
-            _paste(
+            paste_boxes(clean, irfft_centered(shifted, shape=(b, b)), centre[sl])
+            paste_boxes(
                 potential, shift_image(self.projections_va[sl], fraction[sl].float()), centre[sl]
             )
 
@@ -124,7 +124,7 @@ class RenderGroup:
             sl = slice(start, start + _PARTICLE_BATCH)
             spectra = self.spectra[sl] if damage is None else self.spectra[sl] * damage
             shifted = shift_rfft(spectra, fraction[sl], shape=(b, b))
-            _paste(frame, irfft_centered(shifted, shape=(b, b)), centre[sl])
+            paste_boxes(frame, irfft_centered(shifted, shape=(b, b)), centre[sl])
 
 
 def render_groups(
@@ -158,22 +158,6 @@ def render_groups(
             )
         )
     return groups
-
-
-def _paste(
-    target: torch.Tensor,  # (h, w)
-    boxes: torch.Tensor,  # (n, b, b)
-    centres_px: torch.Tensor,  # (n, 2) whole pixels (x, y) where box index b//2 lands
-) -> None:
-    """Add boxes into ``target`` (clipped at its edges)."""
-    h, w = target.shape
-    b = boxes.shape[-1]
-    corners = (centres_px - b // 2).to(torch.int64).tolist()
-    for box, (x0, y0) in zip(boxes, corners, strict=True):
-        xa, ya = max(x0, 0), max(y0, 0)
-        xb, yb = min(x0 + b, w), min(y0 + b, h)
-        if xa < xb and ya < yb:
-            target[ya:yb, xa:xb] += box[ya - y0 : yb - y0, xa - x0 : xb - x0]
 
 
 # -- frames ----------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Image formation (docs/simulator.md; conventions: docs/conventions.md):
 
 * phase ``φ = σ(λ) · Vp`` with ``Vp`` the projected potential (V·Å) and ``σ`` the
-  relativistic interaction constant (:func:`interaction_constant_rad_per_va`);
+  relativistic interaction constant
+  (:func:`~cryowarp.core.electron.interaction_constant_rad_per_va`);
 * intensity per unit dose ``I = 1 − 2·F⁻¹[CTF · F[φ]] − amplitude loss`` (weak phase, CTF of
   :mod:`cryowarp.core.ctf`, positive at low frequency: protein is dark);
 * each particle is projected once, then per frame: radiation damage ``exp(B k²/4)`` with
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cryowarp.core.electron import electron_wavelength_a
+from cryowarp.core.electron import interaction_constant_rad_per_va
 from cryowarp.core.rotations import matrix_to_euler, random_rotations
 from cryowarp.simulate import _frame_render
 from cryowarp.simulate.artefacts import Artefacts, random_artefacts
@@ -45,11 +46,9 @@ __all__ = [
     "SpeciesLike",
     "component_generator",
     "detector_for",
-    "interaction_constant_rad_per_va",
     "simulate_frame_series",
 ]
 
-_ELECTRON_REST_ENERGY_EV = 510998.95  # m₀c² (CODATA 2018)
 _PLACEMENT_TRIES = 256  # random candidate positions per particle
 
 
@@ -83,18 +82,6 @@ class SimulatedFrameSeries:
     motion: MotionTruth
     particles: ParticleTruth
     species: tuple[SpeciesLike, ...]
-
-
-def interaction_constant_rad_per_va(voltage_kv: float) -> float:
-    """Relativistic interaction constant ``σ = 2π m e λ / h²`` in rad/(V·Å).
-
-    Written as ``σ = 2π / (λ V) · (m₀c² + eV) / (2 m₀c² + eV)``; 6.526·10⁻⁴ rad/(V·Å) at
-    300 kV (Kirkland, *Advanced Computing in Electron Microscopy*, eq. 5.6).
-    """
-    volts = voltage_kv * 1e3
-    wavelength = electron_wavelength_a(voltage_kv)
-    ratio = (_ELECTRON_REST_ENERGY_EV + volts) / (2 * _ELECTRON_REST_ENERGY_EV + volts)
-    return 2 * math.pi / (wavelength * volts) * ratio
 
 
 def component_generator(seed: int, movie_index: int, component: str) -> torch.Generator:

@@ -22,8 +22,7 @@ species).  docs/simulator.md describes every field.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,22 +31,29 @@ import numpy as np
 import torch
 
 from cryowarp.errors import FileFormatError, MissingFileError
-from cryowarp.io.mrc import read_mrc
+from cryowarp.io.files import write_text_atomically
+from cryowarp.io.mrc import read_mrc, write_mrc
 from cryowarp.simulate.motion import MotionTruth
 from cryowarp.simulate.presets import FrameSeriesSettings
 from cryowarp.simulate.sample_ctf import SampleCTF
+from cryowarp.simulate.species_like import SpeciesLike
 
 __all__ = [
+    "GROUND_TRUTH_FILE",
+    "GROUND_TRUTH_FOLDER",
     "GROUND_TRUTH_SCHEMA_VERSION",
     "FrameSeriesTruth",
     "ParticleTruth",
     "SpeciesTruth",
     "load_ground_truth",
     "particle_table_columns",
+    "read_ground_truth_json",
     "write_ground_truth_json",
+    "write_species_maps",
 ]
 
 GROUND_TRUTH_SCHEMA_VERSION = 1
+GROUND_TRUTH_FOLDER = "ground_truth"
 GROUND_TRUTH_FILE = "ground_truth.json"
 
 _PARTICLE_COLUMNS = (
@@ -207,11 +213,50 @@ def write_ground_truth_json(folder: Path, document: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / GROUND_TRUTH_FILE
     text = json.dumps(document, indent=1, sort_keys=True, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".ground_truth.", suffix=".tmp", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_text_atomically(path, text)
     return path
+
+
+def read_ground_truth_json(path: Path, *, hint: str) -> dict[str, Any]:
+    """The document of a ``ground_truth.json`` (schema not checked).
+
+    Raises
+    ------
+    MissingFileError
+        No file at ``path`` (the error carries ``hint``).
+    FileFormatError
+        Not valid JSON, or not a JSON object.
+    """
+    if not path.is_file():
+        raise MissingFileError(path, "no ground_truth.json", hint)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise FileFormatError(path, f"not valid JSON ({error})") from error
+    if not isinstance(document, dict):
+        raise FileFormatError(path, "is not a JSON object")
+    return document
+
+
+def write_species_maps(folder: Path, species: Sequence[SpeciesLike]) -> list[dict[str, Any]]:
+    """Write the noise-free map of each species as ``species_<name>.mrc`` (a float32 volume)
+    into ``folder`` and return their ground-truth entries."""
+    entries = []
+    for entry in species:
+        name = f"species_{entry.name}.mrc"
+        volume = entry.potential_v.detach().cpu().float().numpy()
+        write_mrc(folder / name, volume, voxel_size_a=entry.pixel_size_a)
+        entries.append(
+            {
+                "name": entry.name,
+                "map": name,
+                "pixel_size_a": float(entry.pixel_size_a),
+                "box_size_px": int(entry.potential_v.shape[-1]),
+                "symmetry": str(getattr(entry, "symmetry", "C1")),
+                "source": str(getattr(entry, "source", "")),
+            }
+        )
+    return entries
 
 
 def load_ground_truth(folder: str | Path, movie: int | str = 0) -> FrameSeriesTruth:
@@ -230,15 +275,10 @@ def load_ground_truth(folder: str | Path, movie: int | str = 0) -> FrameSeriesTr
         No ``ground_truth.json``, an unknown schema version or an unknown movie.
     """
     folder = Path(folder)
-    if not (folder / GROUND_TRUTH_FILE).is_file() and (folder / "ground_truth").is_dir():
-        folder = folder / "ground_truth"
+    if not (folder / GROUND_TRUTH_FILE).is_file() and (folder / GROUND_TRUTH_FOLDER).is_dir():
+        folder = folder / GROUND_TRUTH_FOLDER
     path = folder / GROUND_TRUTH_FILE
-    if not path.is_file():
-        raise MissingFileError(path, "no ground_truth.json", "simulate a dataset first")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise FileFormatError(path, f"not valid JSON ({error})") from error
+    document = read_ground_truth_json(path, hint="simulate a dataset first")
     version = document.get("schema_version")
     if version != GROUND_TRUTH_SCHEMA_VERSION:
         raise FileFormatError(

@@ -7,7 +7,8 @@ the names; conventions: docs/conventions.md; the physics: docs/simulator.md.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,12 +19,15 @@ __all__ = [
     "PresetName",
     "SpeciesSpec",
     "frame_series_preset",
+    "preset_with_overrides",
 ]
 
 #: Settings schema version (written into ground_truth.json).
 SETTINGS_SCHEMA_VERSION = 1
 
 PresetName = Literal["tiny", "small", "k3"]
+
+_Settings = TypeVar("_Settings", bound=BaseModel)
 
 
 class SpeciesSpec(BaseModel):
@@ -220,10 +224,24 @@ FRAME_SERIES_PRESETS: dict[str, FrameSeriesSettings] = {
 }
 
 
+def preset_with_overrides(
+    presets: Mapping[str, _Settings], name: str, overrides: Mapping[str, object]
+) -> _Settings:
+    """``presets[name]`` with ``overrides`` applied and the result validated.
+
+    Raises
+    ------
+    ValueError
+        An unknown preset name.
+    pydantic.ValidationError
+        An unknown setting or a value out of range.
+    """
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+    preset = presets[name]
+    return type(preset).model_validate({**preset.model_dump(), **overrides})
+
+
 def frame_series_preset(name: str, **overrides: object) -> FrameSeriesSettings:
     """The settings of preset ``name`` with ``overrides`` applied (and validated)."""
-    if name not in FRAME_SERIES_PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(FRAME_SERIES_PRESETS)}")
-    base = FRAME_SERIES_PRESETS[name].model_dump()
-    base.update(overrides)
-    return FrameSeriesSettings.model_validate(base)
+    return preset_with_overrides(FRAME_SERIES_PRESETS, name, overrides)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cryowarp.simulate.presets import SpeciesSpec
+from cryowarp.simulate.presets import SpeciesSpec, preset_with_overrides
 from cryowarp.simulate.tilt_schemes import TiltScheme
 
 __all__ = ["TILT_SERIES_PRESETS", "TiltPresetName", "TiltSeriesSettings", "tilt_series_preset"]
@@ -169,8 +169,4 @@ TILT_SERIES_PRESETS: dict[str, TiltSeriesSettings] = {
 
 def tilt_series_preset(name: str, **overrides: object) -> TiltSeriesSettings:
     """The settings of preset ``name`` with ``overrides`` applied (and validated)."""
-    if name not in TILT_SERIES_PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(TILT_SERIES_PRESETS)}")
-    base = TILT_SERIES_PRESETS[name].model_dump()
-    base.update(overrides)
-    return TiltSeriesSettings.model_validate(base)
+    return preset_with_overrides(TILT_SERIES_PRESETS, name, overrides)

@@ -1,5 +1,5 @@
-"""Write a simulated tilt series as real users' files plus its ground truth, and read the
-ground truth back.
+"""Write a simulated tilt series as real users' files plus its ground truth (read it back
+with :func:`cryowarp.simulate.tilt_series_truth.read_tilt_series_truth`).
 
 Layout (docs/simulator.md, "Tilt series")::
 
@@ -24,9 +24,7 @@ conventions §9).  Same seed and settings → the same bytes.
 
 from __future__ import annotations
 
-import json
 import math
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,18 +34,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryowarp.core.rotations import euler_to_matrix, matrix_to_euler
-from cryowarp.errors import FileFormatError, MissingFileError
+from cryowarp.core.rotations import matrix_to_euler
 from cryowarp.io.imod import XfTransforms, write_tlt, write_xf
 from cryowarp.io.mdoc_write import MdocData, MdocSectionData, MdocValue, write_mdoc
 from cryowarp.io.mrc import write_mrc
-from cryowarp.simulate.frame_series import SpeciesLike
-from cryowarp.simulate.ground_truth import write_ground_truth_json
+from cryowarp.simulate.ground_truth import (
+    GROUND_TRUTH_FOLDER,
+    write_ground_truth_json,
+    write_species_maps,
+)
+from cryowarp.simulate.species_like import SpeciesLike
 from cryowarp.simulate.tilt_presets import TiltSeriesSettings
-from cryowarp.simulate.tilt_series import (
-    SpecimenParticles,
-    TiltSeriesGeometry,
-    TiltSeriesSimulation,
+from cryowarp.simulate.tilt_series import TiltSeriesGeometry, TiltSeriesSimulation
+from cryowarp.simulate.tilt_series_truth import (
+    TILT_GROUND_TRUTH_SCHEMA_VERSION,
+    TiltSeriesTruth,
+    read_tilt_series_truth,
 )
 from cryowarp.simulate.write import write_movie
 
@@ -55,18 +57,14 @@ __all__ = [
     "TILT_GROUND_TRUTH_SCHEMA_VERSION",
     "TiltSeriesDataset",
     "TiltSeriesTruth",
-    "build_tilt_species",
     "read_tilt_series_truth",
     "stack_order_indices",
     "write_tilt_series_dataset",
     "xf_transforms",
 ]
 
-TILT_GROUND_TRUTH_SCHEMA_VERSION = 1
-GROUND_TRUTH_FOLDER = "ground_truth"
 _START_TIME = datetime(2024, 1, 1, 9, 0, 0)
 _OVERHEAD_S = 30.0  # tilting, tracking, focusing between exposures
-_MRC_LABEL = b"cryowarp simulate tilt-series".ljust(80)
 
 
 @dataclass(frozen=True)
@@ -81,63 +79,6 @@ class TiltSeriesDataset:
     xf: Path
     movies: tuple[Path, ...]
     ground_truth: Path
-
-
-@dataclass(frozen=True)
-class TiltSeriesTruth:
-    """The ground truth of a written tilt series, as read back.
-
-    ``geometry`` is in **acquisition order**; ``stack_to_acquisition[i]`` is the acquisition
-    index of stack image ``i``.  ``particle_defocus_um`` and ``particle_positions_px`` are
-    ``(m, n)`` / ``(m, n, 2)`` in stack order.
-    """
-
-    document: dict[str, Any]
-    settings: TiltSeriesSettings
-    geometry: TiltSeriesGeometry
-    particles: SpecimenParticles
-    species_names: tuple[str, ...]
-    stack_to_acquisition: torch.Tensor  # (n,) int64
-    particle_defocus_um: torch.Tensor  # (m, n) float64, stack order
-    particle_positions_px: torch.Tensor  # (m, n, 2) float64, stack order
-    folder: Path
-
-    def species_map_path(self, name: str) -> Path:
-        """The noise-free map (V) of species ``name``."""
-        for entry in self.document["species"]:
-            if entry["name"] == name:
-                return self.folder / GROUND_TRUTH_FOLDER / str(entry["map"])
-        raise KeyError(f"no species {name!r}; have {list(self.species_names)}")
-
-
-def build_tilt_species(settings: TiltSeriesSettings, *, seed: int) -> list[SpeciesLike]:
-    """The species of ``settings`` at its pixel size (procedural ones seeded by name, as the
-    frame-series simulator does)."""
-    from cryowarp.simulate import species as specimen
-
-    built: list[SpeciesLike] = []
-    for spec in settings.species:
-        path = spec.path or ""  # the settings guarantee a path for map and model species
-        if spec.kind == "procedural":
-            built.append(
-                specimen.procedural_species(
-                    mass_kda=spec.mass_kda,
-                    symmetry=spec.symmetry,
-                    seed=zlib.crc32(f"{seed}/species/{spec.name}".encode()),
-                    pixel_size_a=settings.pixel_size_a,
-                    name=spec.name,
-                )
-            )
-        elif spec.kind == "model":
-            built.append(
-                specimen.species_from_model(
-                    path, pixel_size_a=settings.pixel_size_a, name=spec.name
-                )
-            )
-        else:
-            loaded = specimen.species_from_map(path, name=spec.name)
-            built.append(loaded.at_pixel_size(settings.pixel_size_a))
-    return built
 
 
 def stack_order_indices(settings: TiltSeriesSettings, geometry: TiltSeriesGeometry) -> torch.Tensor:
@@ -160,21 +101,6 @@ def xf_transforms(
     shifts_px = geometry.shifts_a[index].numpy() / pixel_size_a
     d = -np.einsum("ij,nj->ni", matrix, shifts_px)
     return XfTransforms(matrices=np.repeat(matrix[None], len(index), axis=0), shifts_px=d)
-
-
-def _write_mrc(
-    path: Path, data: np.ndarray, *, pixel_size_a: float, mode: int | None = None
-) -> None:
-    """:func:`write_mrc` with a fixed first label (mrcfile stamps the creation time there,
-    which would make files of the same seed differ)."""
-    write_mrc(path, data, voxel_size_a=pixel_size_a, is_stack=data.ndim == 3)
-    _fix_label(path)
-
-
-def _fix_label(path: Path) -> None:
-    with open(path, "r+b") as handle:
-        handle.seek(224)
-        handle.write(_MRC_LABEL)
 
 
 def _movie_name(settings: TiltSeriesSettings, acquisition: int, angle_deg: float) -> str:
@@ -248,7 +174,11 @@ def _relion_defocus(geometry: TiltSeriesGeometry, a: int) -> dict[str, float]:
 
 
 def _truth_document(
-    sim: TiltSeriesSimulation, order: torch.Tensor, seed: int, species: Sequence[SpeciesLike]
+    sim: TiltSeriesSimulation,
+    order: torch.Tensor,
+    seed: int,
+    species: Sequence[SpeciesLike],
+    species_entries: list[dict[str, Any]],
 ) -> dict[str, Any]:
     settings, geometry, particles = sim.settings, sim.geometry, sim.particles
     prior = geometry.prior_dose_e_per_a2
@@ -311,17 +241,7 @@ def _truth_document(
             "clean": f"{stem}_clean.mrc",
             "phase": f"{stem}_phase.mrc",
         },
-        "species": [
-            {
-                "name": s.name,
-                "map": f"species_{s.name}.mrc",
-                "pixel_size_a": float(s.pixel_size_a),
-                "box_size_px": int(s.potential_v.shape[-1]),
-                "symmetry": str(getattr(s, "symmetry", "C1")),
-                "source": str(getattr(s, "source", "")),
-            }
-            for s in species
-        ],
+        "species": species_entries,
         "tilts": tilts,
         "particles": particle_rows,
     }
@@ -343,7 +263,7 @@ def write_tilt_series_dataset(
     order = stack_order_indices(settings, geometry)
     stem, pixel = settings.name, settings.pixel_size_a
     stack = sim.stack_counts[order].numpy().astype(np.float32)
-    _write_mrc(out / f"{stem}.mrc", stack, pixel_size_a=pixel)
+    write_mrc(out / f"{stem}.mrc", stack, voxel_size_a=pixel, is_stack=True)
 
     movie_names: list[str] = []
     movies: list[Path] = []
@@ -353,7 +273,6 @@ def write_tilt_series_dataset(
             name = _movie_name(settings, a, float(geometry.nominal_angles_deg[a]))
             path = out / "frames" / name
             write_movie(path, sim.frames_counts[a].to(torch.int32), pixel_size_a=pixel)
-            _fix_label(path)
             movie_names.append(name)
             movies.append(path)
 
@@ -363,12 +282,12 @@ def write_tilt_series_dataset(
     mdoc_path = out / f"{stem}.mrc.mdoc"
     write_mdoc(mdoc_path, _mdoc(sim, order, stack, movie_names))
 
-    _write_mrc(truth_dir / f"{stem}_clean.mrc", sim.clean_counts[order].numpy(), pixel_size_a=pixel)
-    _write_mrc(truth_dir / f"{stem}_phase.mrc", sim.phase_rad[order].numpy(), pixel_size_a=pixel)
-    for s in species:
-        volume = s.potential_v.detach().cpu().float().numpy()
-        _write_mrc(truth_dir / f"species_{s.name}.mrc", volume, pixel_size_a=s.pixel_size_a)
-    truth = write_ground_truth_json(truth_dir, _truth_document(sim, order, seed, species))
+    for name, images in (("clean", sim.clean_counts), ("phase", sim.phase_rad)):
+        path = truth_dir / f"{stem}_{name}.mrc"
+        write_mrc(path, images[order].numpy(), voxel_size_a=pixel, is_stack=True)
+    species_entries = write_species_maps(truth_dir, species)
+    document = _truth_document(sim, order, seed, species, species_entries)
+    truth = write_ground_truth_json(truth_dir, document)
     return TiltSeriesDataset(
         folder=out,
         stack=out / f"{stem}.mrc",
@@ -378,76 +297,4 @@ def write_tilt_series_dataset(
         xf=out / f"{stem}.xf",
         movies=tuple(movies),
         ground_truth=truth,
-    )
-
-
-def read_tilt_series_truth(folder: str | Path) -> TiltSeriesTruth:
-    """Read the ground truth of a tilt series written by :func:`write_tilt_series_dataset`.
-
-    ``folder`` is the dataset folder or its ``ground_truth`` folder.
-
-    Raises
-    ------
-    MissingFileError, FileFormatError
-        No ``ground_truth.json``, not a tilt series, or an unknown schema version.
-    """
-    folder = Path(folder)
-    if folder.name == GROUND_TRUTH_FOLDER:
-        folder = folder.parent
-    path = folder / GROUND_TRUTH_FOLDER / "ground_truth.json"
-    if not path.is_file():
-        raise MissingFileError(path, "no ground_truth.json", "simulate a tilt series first")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise FileFormatError(path, f"not valid JSON ({error})") from error
-    if doc.get("kind") != "tilt_series":
-        raise FileFormatError(path, f"not a tilt-series ground truth (kind {doc.get('kind')!r})")
-    if doc.get("schema_version") != TILT_GROUND_TRUTH_SCHEMA_VERSION:
-        raise FileFormatError(path, f"unknown schema_version {doc.get('schema_version')!r}")
-    settings = TiltSeriesSettings.model_validate(doc["settings"])
-    tilts = doc["tilts"]
-    to_acq = torch.tensor([t["acquisition_index"] for t in tilts], dtype=torch.int64)
-    by_acq = sorted(tilts, key=lambda t: int(t["acquisition_index"]))
-
-    def column(key: str) -> torch.Tensor:
-        return torch.tensor([t[key] for t in by_acq], dtype=torch.float64)
-
-    geometry = TiltSeriesGeometry(
-        nominal_angles_deg=column("nominal_angle_deg"),
-        angle_errors_deg=column("angle_error_deg"),
-        tilt_axis_angle_deg=float(doc["tilt_axis_angle_deg"]),
-        shifts_a=column("shift_a").reshape(-1, 2),
-        defocus_um=column("defocus_um"),
-        astig_x_um=column("astig_x_um"),
-        astig_y_um=column("astig_y_um"),
-        target_defocus_um=settings.target_defocus_um,
-        dose_e_per_a2=column("dose_e_per_a2"),
-        frame_shifts_a=column("frame_shifts_a").reshape(len(by_acq), -1, 2),
-    )
-    names = tuple(str(s["name"]) for s in doc["species"])
-    rows = doc["particles"]
-    euler = torch.tensor([r["euler_deg"] for r in rows], dtype=torch.float64).reshape(-1, 3)
-    particles = SpecimenParticles(
-        positions_a=torch.tensor([r["position_a"] for r in rows], dtype=torch.float64).reshape(
-            -1, 3
-        ),
-        orientations=euler_to_matrix(euler),
-        species_index=torch.tensor([names.index(r["species"]) for r in rows], dtype=torch.int64),
-    )
-    n = len(tilts)
-    return TiltSeriesTruth(
-        document=doc,
-        settings=settings,
-        geometry=geometry,
-        particles=particles,
-        species_names=names,
-        stack_to_acquisition=to_acq,
-        particle_defocus_um=torch.tensor(
-            [r["defocus_um"] for r in rows], dtype=torch.float64
-        ).reshape(-1, n),
-        particle_positions_px=torch.tensor(
-            [r["image_position_px"] for r in rows], dtype=torch.float64
-        ).reshape(-1, n, 2),
-        folder=folder,
     )

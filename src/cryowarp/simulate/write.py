@@ -10,10 +10,6 @@ Same seed and settings → the same bytes.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +19,9 @@ import numpy as np
 import tifffile
 import torch
 
+from cryowarp.io.files import atomic_output
 from cryowarp.io.mrc import write_mrc
+from cryowarp.simulate.build_species import build_species
 from cryowarp.simulate.detector import DetectorDefects
 from cryowarp.simulate.frame_series import (
     SimulatedFrameSeries,
@@ -32,18 +30,16 @@ from cryowarp.simulate.frame_series import (
     simulate_frame_series,
 )
 from cryowarp.simulate.ground_truth import (
+    GROUND_TRUTH_FOLDER,
     GROUND_TRUTH_SCHEMA_VERSION,
     write_ground_truth_json,
+    write_species_maps,
 )
-from cryowarp.simulate.presets import FrameSeriesSettings, SpeciesSpec
-from cryowarp.simulate.species import procedural_species, species_from_map, species_from_model
+from cryowarp.simulate.presets import FrameSeriesSettings
 
-__all__ = ["FrameSeriesDataset", "build_species", "write_frame_series_dataset", "write_movie"]
+__all__ = ["FrameSeriesDataset", "write_frame_series_dataset", "write_movie"]
 
 GAIN_FILE = "gain.mrc"
-_MRC_LABEL = b"cryowarp simulate frame-series".ljust(80)
-_MRC_LABEL_OFFSET = 224  # first of the ten 80-byte labels of the MRC header
-GROUND_TRUTH_FOLDER = "ground_truth"
 
 
 @dataclass(frozen=True)
@@ -54,28 +50,6 @@ class FrameSeriesDataset:
     movies: tuple[Path, ...]
     gain: Path
     ground_truth: Path
-
-
-def build_species(settings: FrameSeriesSettings, *, seed: int) -> list[SpeciesLike]:
-    """The species of ``settings`` at its pixel size (procedural ones seeded by name)."""
-    return [_build_one(spec, settings.pixel_size_a, seed) for spec in settings.species]
-
-
-def _build_one(spec: SpeciesSpec, pixel_size_a: float, seed: int) -> SpeciesLike:
-    if spec.kind == "procedural":
-        species_seed = zlib.crc32(f"{seed}/species/{spec.name}".encode())
-        result: SpeciesLike = procedural_species(
-            mass_kda=spec.mass_kda,
-            symmetry=spec.symmetry,
-            seed=species_seed,
-            pixel_size_a=pixel_size_a,
-            name=spec.name,
-        )
-    elif spec.kind == "model":
-        result = species_from_model(str(spec.path), pixel_size_a=pixel_size_a, name=spec.name)
-    else:
-        result = species_from_map(str(spec.path), name=spec.name, symmetry=spec.symmetry)
-    return result
 
 
 def write_frame_series_dataset(
@@ -98,7 +72,8 @@ def write_frame_series_dataset(
     n_movies, seed:
         Number of movies; every random draw derives from ``seed``.
     species:
-        Pre-built species (default: :func:`build_species`).
+        Pre-built species (default:
+        :func:`~cryowarp.simulate.build_species.build_species`).
     log:
         Receives one line per movie.
     """
@@ -110,7 +85,7 @@ def write_frame_series_dataset(
     built = list(species) if species is not None else build_species(settings, seed=seed)
     defects = detector_for(settings, seed=seed)
     gain_path = out / GAIN_FILE
-    _write_mrc(gain_path, defects.gain.numpy(), voxel_size_a=settings.pixel_size_a)
+    write_mrc(gain_path, defects.gain.numpy(), voxel_size_a=settings.pixel_size_a)
 
     movies: list[Path] = []
     entries: list[dict[str, Any]] = []
@@ -129,24 +104,7 @@ def write_frame_series_dataset(
             log(f"{movie.name}: {len(result.particles)} particles, {settings.n_frames} frames")
         del result
 
-    species_entries = []
-    for entry in rendered:
-        name = f"species_{entry.name}.mrc"
-        _write_mrc(
-            truth_dir / name,
-            entry.potential_v.detach().cpu().float().numpy(),
-            voxel_size_a=entry.pixel_size_a,
-        )
-        species_entries.append(
-            {
-                "name": entry.name,
-                "map": name,
-                "pixel_size_a": float(entry.pixel_size_a),
-                "box_size_px": int(entry.potential_v.shape[-1]),
-                "symmetry": str(getattr(entry, "symmetry", "C1")),
-                "source": str(getattr(entry, "source", "")),
-            }
-        )
+    species_entries = write_species_maps(truth_dir, rendered)
     document = {
         "schema_version": GROUND_TRUTH_SCHEMA_VERSION,
         "generator": "cryowarp simulate frame-series",
@@ -176,23 +134,12 @@ def write_movie(path: Path, frames: torch.Tensor, *, pixel_size_a: float) -> Non
         data, mode = array.astype(np.int8), 0
     else:
         data, mode = array.astype(np.uint16), 6
-    _write_mrc(path, data, voxel_size_a=pixel_size_a, mode=mode, is_stack=True)
-
-
-def _write_mrc(path: Path, data: Any, **options: Any) -> None:
-    """:func:`write_mrc`, then replace mrcfile's time-stamped label by a fixed one so that the
-    same data give the same bytes."""
-    write_mrc(path, data, **options)
-    with open(path, "r+b") as handle:
-        handle.seek(_MRC_LABEL_OFFSET)
-        handle.write(_MRC_LABEL)
+    write_mrc(path, data, voxel_size_a=pixel_size_a, mode=mode, is_stack=True)
 
 
 def _write_tiff(path: Path, data: np.ndarray, *, pixel_size_a: float) -> None:
     pixels_per_cm = 1e8 / pixel_size_a
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         tifffile.imwrite(
             tmp,
             data,
@@ -202,11 +149,6 @@ def _write_tiff(path: Path, data: np.ndarray, *, pixel_size_a: float) -> None:
             resolutionunit="CENTIMETER",
             metadata=None,
         )
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _detector_entry(defects: DetectorDefects) -> dict[str, Any]:
@@ -233,13 +175,13 @@ def _write_movie_truth(
         "projected_potential": f"{stem}_potential.mrc",
         "artefact_mask": f"{stem}_artefact_mask.mrc",
     }
-    _write_mrc(folder / files["clean_micrograph"], result.clean_micrograph.numpy(), voxel_size_a=px)
-    _write_mrc(
+    write_mrc(folder / files["clean_micrograph"], result.clean_micrograph.numpy(), voxel_size_a=px)
+    write_mrc(
         folder / files["projected_potential"],
         result.projected_potential_va.numpy(),
         voxel_size_a=px,
     )
-    _write_mrc(
+    write_mrc(
         folder / files["artefact_mask"],
         result.artefact_mask.numpy().astype(np.int8),
         voxel_size_a=px,
