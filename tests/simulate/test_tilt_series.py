@@ -175,7 +175,7 @@ def test_particle_appears_where_the_tilt_rotation_projects_it(device: torch.devi
         defocus_std_um=0.0,
         astigmatism_um=0.0,
         astigmatism_std_um=0.0,
-        ice_potential_std_v=0.0,
+        ice_texture=False,
     )
     r = [48.0, -36.0, 40.0]
     particles, sim = _one_particle_series(settings, _ball(), r, device=device)
@@ -212,7 +212,7 @@ def test_particle_defocus_follows_height_and_tilt(tmp_path: Path) -> None:
     """Conventions §9 through the written ground truth: z > 0 is less underfocused; at a
     positive tilt about +y the +x side is more underfocused."""
     settings = _settings(
-        tilt_axis_angle_deg=90.0, angle_error_std_deg=0.0, n_particles=0, ice_potential_std_v=0.0
+        tilt_axis_angle_deg=90.0, angle_error_std_deg=0.0, n_particles=0, ice_texture=False
     )
     species = _blob()
     generator = torch.Generator().manual_seed(0)
@@ -352,7 +352,7 @@ def test_clean_tilts_back_project_to_the_species_map() -> None:
         target_defocus_um=1.0,
         defocus_std_um=0.1,
         astigmatism_um=0.02,
-        ice_potential_std_v=0.0,
+        ice_texture=False,
         dose_per_tilt_e_per_a2=1.0,
     )
     species = _blob(box=24)

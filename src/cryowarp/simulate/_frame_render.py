@@ -18,9 +18,11 @@ from cryowarp.core.resize import crop_or_pad
 from cryowarp.core.rotations import euler_to_matrix
 from cryowarp.core.shift import shift_image, shift_rfft
 from cryowarp.simulate._boxes import ctf_delocalisation_a, paste_boxes
+from cryowarp.simulate._plane_ctf import apply_sample_ctf
 from cryowarp.simulate.artefacts import Artefacts
 from cryowarp.simulate.detector import DetectorDefects, load_mtf, mtf_filter, record_frames
 from cryowarp.simulate.ground_truth import ParticleTruth
+from cryowarp.simulate.ice import ice_projected_potential_va
 from cryowarp.simulate.motion import MotionTruth
 from cryowarp.simulate.presets import FrameSeriesSettings
 from cryowarp.simulate.sample_ctf import SampleCTF
@@ -56,7 +58,13 @@ def background_deviation(
     sigma: float,
     generator: torch.Generator,
 ) -> torch.Tensor:  # (h, w)
-    """``I − 1`` of the ice and the artefacts: ``−2·CTF_centre ⊗ φ − amplitude loss``."""
+    """``I − 1`` of the ice and the artefacts: ``−2·CTF ⊗ φ − amplitude loss``, with the CTF of
+    the sample plane at each point (:func:`~cryowarp.simulate._plane_ctf.apply_sample_ctf`).
+
+    The ice's path length is its thickness (plus smooth variations) over ``|n_z|`` of the
+    tilted plane; its projected potential (mean and, with ``settings.ice_texture``, molecular
+    texture) comes from :func:`~cryowarp.simulate.ice.ice_projected_potential_va`.
+    """
     h, w = settings.shape_px
     thickness = torch.full((h, w), settings.ice_thickness_a)
     if settings.ice_thickness_variation_a > 0:
@@ -64,12 +72,16 @@ def background_deviation(
         thickness += settings.ice_thickness_variation_a * _smooth_field(
             (h, w), length_px, generator
         )
-    potential_va = settings.ice_mean_inner_potential_v * thickness.clamp(min=0)
+    thickness /= abs(float(ctf.plane_normal()[2]))
+    potential_va = ice_projected_potential_va(
+        thickness,
+        pixel_size_a=settings.pixel_size_a,
+        generator=generator if settings.ice_texture else None,
+        density_g_per_cm3=settings.ice_density_g_per_cm3,
+    )
+    del thickness
     potential_va += artefacts.projected_potential_va.to(torch.float32)
-    spectrum = torch.fft.rfft2(sigma * potential_va)
-    del potential_va, thickness
-    spectrum *= ctf_2d(ctf.ctf_params(), (h, w))
-    deviation = torch.fft.irfft2(spectrum, s=(h, w)).mul_(-2.0)
+    deviation = apply_sample_ctf(potential_va.mul_(sigma), ctf).mul_(-2.0)
     return deviation - artefacts.amplitude_loss.to(torch.float32)
 
 
@@ -202,10 +214,16 @@ def render_frames(
                 frame_damage = None if damage[g] is None else damage[g][f]  # type: ignore[index]
                 group.paste_frame(chunk[f - start], shifts[g][:, f], frame_damage)
         spectrum = torch.fft.rfft2(chunk)
-        for f in range(start, stop):
-            spectrum[f - start] += shift_rfft(
-                background_spectrum, global_px[f].float(), shape=(h, w)
+        # The ice and the artefacts move with the global motion and are damaged like the rest.
+        background_chunk = shift_rfft(
+            background_spectrum, global_px[start:stop].float(), shape=(h, w)
+        )
+        if radiation_damage:
+            background_chunk *= dose_weights(
+                mid_dose[start:stop], (h, w), pixel_size_a=px, normalize=False
             )
+        spectrum += background_chunk
+        del background_chunk
         if mtf is not None:
             spectrum *= mtf
         intensity = torch.fft.irfft2(spectrum, s=(h, w))

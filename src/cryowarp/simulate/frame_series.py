@@ -10,8 +10,10 @@ Image formation (docs/simulator.md; conventions: docs/conventions.md):
 * each particle is projected once, then per frame: radiation damage ``exp(B k²/4)`` with
   ``B = −4 ×`` the dose at the middle of the frame, its own CTF (defocus of its height in the
   tilted ice), and a rigid shift by the motion at its centre (global + local);
-* the ice (constant and smoothly varying projected potential) and the artefacts get the CTF
-  of the field centre and move with the global motion;
+* the ice (mean and molecular texture of uncorrelated water molecules,
+  :mod:`cryowarp.simulate.ice`, on a smoothly varying thickness) and the artefacts get the
+  CTF of the tilted mid-plane where they lie, move with the global motion and are damaged
+  per frame like the particles;
 * the detector MTF blurs the frame; expected counts = dose per frame × pixel area × ``I``;
   Poisson noise, gain, hot pixels and dead columns by
   :func:`cryowarp.simulate.detector.record_frames`.

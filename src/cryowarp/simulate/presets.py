@@ -12,6 +12,8 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cryowarp.simulate.ice import VITREOUS_ICE_DENSITY_G_PER_CM3
+
 __all__ = [
     "FRAME_SERIES_PRESETS",
     "FrameSeriesJob",
@@ -23,7 +25,7 @@ __all__ = [
 ]
 
 #: Settings schema version (written into ground_truth.json).
-SETTINGS_SCHEMA_VERSION = 1
+SETTINGS_SCHEMA_VERSION = 2  # 2: ice_density_g_per_cm3 and ice_texture replace the MIP
 
 PresetName = Literal["tiny", "small", "k3"]
 
@@ -98,8 +100,17 @@ class FrameSeriesSettings(BaseModel):
     )
     # -- specimen -------------------------------------------------------------------------
     ice_thickness_a: float = Field(default=300.0, ge=0, description="Ice thickness in Å.")
-    ice_mean_inner_potential_v: float = Field(
-        default=3.6, ge=0, description="Mean inner potential of vitreous ice in V."
+    ice_density_g_per_cm3: float = Field(
+        default=VITREOUS_ICE_DENSITY_G_PER_CM3,
+        ge=0,
+        description="Density of the vitreous ice in g/cm³; with the scattering factors of "
+        "water it sets the mean inner potential (0.92 g/cm³: 4.48 V) and the texture.",
+    )
+    ice_texture: bool = Field(
+        default=True,
+        description="Molecular texture of the ice (uncorrelated water molecules: white "
+        "projected-potential fluctuations of variance ∝ thickness); the main source of "
+        "Thon rings.",
     )
     ice_thickness_variation_a: float = Field(
         default=10.0, ge=0, description="RMS of smooth ice-thickness variations in Å."

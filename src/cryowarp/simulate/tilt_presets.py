@@ -12,13 +12,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cryowarp.simulate.ice import VITREOUS_ICE_DENSITY_G_PER_CM3
 from cryowarp.simulate.presets import SpeciesSpec, preset_with_overrides
 from cryowarp.simulate.tilt_schemes import TiltScheme
 
 __all__ = ["TILT_SERIES_PRESETS", "TiltPresetName", "TiltSeriesSettings", "tilt_series_preset"]
 
 #: Settings schema version (written into ground_truth.json).
-TILT_SETTINGS_SCHEMA_VERSION = 1
+TILT_SETTINGS_SCHEMA_VERSION = 2  # 2: ice_texture, ice_density_g_per_cm3
 
 TiltPresetName = Literal["tiny", "small"]
 
@@ -102,10 +103,15 @@ class TiltSeriesSettings(BaseModel):
         default=0.0,
         description="Inclination of the slab (lamella) about the tilt axis in degrees.",
     )
-    ice_potential_std_v: float = Field(
-        default=0.5,
+    ice_density_g_per_cm3: float = Field(
+        default=VITREOUS_ICE_DENSITY_G_PER_CM3,
         ge=0,
-        description="RMS of the voxel-averaged ice potential fluctuations in V (white).",
+        description="Density of the vitreous ice in g/cm³ (sets the strength of its texture).",
+    )
+    ice_texture: bool = Field(
+        default=True,
+        description="Molecular texture of the ice (uncorrelated water molecules: projected-"
+        "potential fluctuations of variance ∝ path length, simulate/ice.py).",
     )
     inelastic_mean_free_path_a: float = Field(
         default=3800.0, gt=0, description="Inelastic mean free path in ice in Å (zero-loss)."

@@ -18,7 +18,9 @@ Geometry (docs/conventions.md §1, §8, §9; docs/simulator.md, "Tilt series"):
 - Image formation per tilt (weak phase): ``I = exp(−L/λ_in) · (1 − 2 Σ_p F⁻¹[CTF_p · F[φ_p]]
   − 2 F⁻¹[CTF_t · F[φ_ice]])`` with ``φ = σ · projected potential``, ``L`` the path length
   through the slab (``thickness / |n_z|``, n the slab normal after tilting: ``1/cos θ`` for a
-  flat slab) and ``φ_ice`` white fluctuations whose variance grows with ``L``.  Each frame of
+  flat slab) and ``φ_ice`` the molecular texture of ``L`` of ice
+  (:func:`~cryowarp.simulate.ice.ice_projected_potential_va`, zero mean: the mean ice
+  potential is left out here).  Each frame of
   the tilt is filtered by ``exp(B k²/4)``, ``B = −4 ×`` the dose accumulated by the middle of
   the frame (§7), shifted by its frame shift, and Poisson-sampled at its dose.
 """
@@ -40,6 +42,7 @@ from cryowarp.core.resize import crop_or_pad
 from cryowarp.core.shift import shift_phase_ramp
 from cryowarp.errors import DimensionMismatchError
 from cryowarp.simulate._boxes import ctf_delocalisation_a, paste_boxes
+from cryowarp.simulate.ice import ice_projected_potential_va
 from cryowarp.simulate.species_like import SpeciesLike
 from cryowarp.simulate.tilt_presets import TiltSeriesSettings
 from cryowarp.simulate.tilt_series_geometry import (
@@ -184,8 +187,16 @@ def render_tilt_series(
             )
             paste_boxes(phase, torch.fft.irfft2(spectra, s=(padded, padded)), whole)
             paste_boxes(contrast, torch.fft.irfft2(spectra * box_ctf, s=(padded, padded)), whole)
-        ice_std = sigma * settings.ice_potential_std_v * math.sqrt(pixel * float(paths[t]))
-        ice = ice_std * torch.randn(h, w, generator=generator).to(device)
+        ice = torch.zeros(h, w, device=device)
+        if settings.ice_texture:  # molecular texture of the ice on the tilt's path length
+            path = torch.full((h, w), float(paths[t]), device=device)
+            ice = sigma * ice_projected_potential_va(
+                path,
+                pixel_size_a=pixel,
+                generator=generator,
+                density_g_per_cm3=settings.ice_density_g_per_cm3,
+                mean=False,
+            )
         tilt_ctf = ctf(float(geometry.defocus_um[t]), t, (h, w))
         spectrum = torch.fft.rfft2(contrast) + tilt_ctf * torch.fft.rfft2(ice)
         attenuation = math.exp(-float(paths[t]) / settings.inelastic_mean_free_path_a)
