@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: install demo test test-all lint typecheck bench
+.PHONY: install demo test test-fast lint typecheck bench
 
 install:
 	@bash scripts/install.sh
