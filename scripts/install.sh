@@ -15,11 +15,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c "import cryowa
     exit 0
 fi
 
-if ! "$PY" -c "import torch" 2>/dev/null; then
+if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"; then
     echo "[install] installing torch==2.13.0 (CPU build where no GPU is present)"
     "$PY" -m pip install -q "torch==2.13.0"
 fi
-torch_version=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
+torch_version=$("$PY" -c "from importlib.metadata import version; print(version('torch').split('+')[0])")
 constraints=$(mktemp)
 echo "torch==${torch_version}" > "$constraints"
 echo "[install] installing cryowarp[dev] (torch pinned to ${torch_version})"
