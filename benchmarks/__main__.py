@@ -8,7 +8,7 @@ import os
 import platform
 from pathlib import Path
 
-from benchmarks import foundation, simulator
+from benchmarks import ctf, foundation, motion, simulator
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = Path(
@@ -22,9 +22,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--suite",
-        choices=["all", "foundation", "simulator"],
+        choices=["all", "foundation", "simulator", "motion", "ctf"],
         default="all",
-        help="which suite to run (default: all; the simulator's k3 movie takes ~15 min)",
+        help="which suite to run (default: all; the simulator's k3 movie takes ~15 min, the "
+        "motion suite simulates and caches its k3 movie on the first full run)",
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -34,11 +35,15 @@ def main() -> None:
         reports["foundation"] = foundation.run(quick=args.quick, shared_data=SHARED)
     if args.suite in ("all", "simulator"):
         reports["simulator"] = simulator.run(quick=args.quick)
+    if args.suite in ("all", "motion"):
+        reports["motion"] = motion.run(quick=args.quick)
+    if args.suite in ("all", "ctf"):
+        reports["ctf"] = ctf.run(quick=args.quick)
     for name, report in reports.items():
         report["machine"] = machine
         (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     # The summary covers every suite whose results exist, fresh or from an earlier run.
-    modules = {"foundation": foundation, "simulator": simulator}
+    modules = {"foundation": foundation, "simulator": simulator, "motion": motion, "ctf": ctf}
     summary = "# Benchmark results\n\nWritten by `python -m benchmarks`.\n\n"
     for name, module in modules.items():
         path = args.out / f"{name}.json"

@@ -8,7 +8,9 @@ from __future__ import annotations
 import typer
 
 from cryowarp import __version__
+from cryowarp.cli.ctf import ctf_app
 from cryowarp.cli.demo import demo
+from cryowarp.cli.motion import motion_app
 from cryowarp.cli.simulate import simulate_app
 
 app = typer.Typer(
@@ -37,3 +39,5 @@ def _main(
 
 app.command("demo")(demo)
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(motion_app, name="motion")
+app.add_typer(ctf_app, name="ctf")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from cryowarp.core.ctf import ctf_2d
+from cryowarp.core.deform import deform_image, field_node_positions_px
 from cryowarp.core.dose import dose_weights
 from cryowarp.core.fourier import irfft_centered, rfft_centered
 from cryowarp.core.projection import project_real
@@ -203,6 +204,7 @@ def render_frames(
     ]
     shifts = [motion.shifts_at(g.positions_px * px).to(torch.float64) / px for g in groups]
     global_px = motion.global_shifts_a.to(torch.float64) / px
+    local_px = _local_field_px(motion, (h, w), px)
     counts_per_unit = settings.dose_per_frame_e_per_a2 * px * px
     # Noisy frames are whole counts: keep them as uint16 (a K3 movie is 1.9 GB, not 3.8 GB).
     frames = torch.empty(n_frames, h, w, dtype=torch.float32 if noise is None else torch.uint16)
@@ -213,8 +215,8 @@ def render_frames(
             for g, group in enumerate(groups):
                 frame_damage = None if damage[g] is None else damage[g][f]  # type: ignore[index]
                 group.paste_frame(chunk[f - start], shifts[g][:, f], frame_damage)
-        spectrum = torch.fft.rfft2(chunk)
-        # The ice and the artefacts move with the global motion and are damaged like the rest.
+        # The ice and the artefacts move with the specimen (global shift exactly in Fourier
+        # space, the local field by real-space deformation) and are damaged like the rest.
         background_chunk = shift_rfft(
             background_spectrum, global_px[start:stop].float(), shape=(h, w)
         )
@@ -222,8 +224,13 @@ def render_frames(
             background_chunk *= dose_weights(
                 mid_dose[start:stop], (h, w), pixel_size_a=px, normalize=False
             )
-        spectrum += background_chunk
+        if local_px is not None:
+            moved = torch.fft.irfft2(background_chunk, s=(h, w))
+            chunk += deform_image(moved, local_px[start:stop])
+        else:
+            chunk += torch.fft.irfft2(background_chunk, s=(h, w))
         del background_chunk
+        spectrum = torch.fft.rfft2(chunk)
         if mtf is not None:
             spectrum *= mtf
         intensity = torch.fft.irfft2(spectrum, s=(h, w))
@@ -236,3 +243,17 @@ def render_frames(
             frames[start:stop] = raw.clamp_(max=65535).to(torch.uint16)
         del chunk, intensity, expected
     return frames
+
+
+def _local_field_px(
+    motion: MotionTruth, shape: tuple[int, int], pixel_size_a: float
+) -> torch.Tensor | None:  # (n_frames, gh, gw, 2) or None
+    """The local displacement (px) of every frame on a grid of nodes about every 32 px
+    (the field is a smooth spline), or ``None`` when it is zero everywhere."""
+    if float(motion.local_grid_a.abs().max()) == 0:
+        return None
+    h, w = shape
+    field_shape = (max(2, h // 32 + 1), max(2, w // 32 + 1))
+    nodes_px = field_node_positions_px(shape, field_shape, dtype=torch.float64)
+    local_a = motion.local_shifts_at(nodes_px * pixel_size_a)  # (gh, gw, n, 2)
+    return (local_a.movedim(-2, 0) / pixel_size_a).float()

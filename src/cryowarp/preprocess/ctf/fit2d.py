@@ -1,0 +1,230 @@
+"""2-D fit of all patch spectra: spatial defocus model, global astigmatism, phase shift.
+
+Cost (Warp's): for each patch, the normalised correlation over the fit-range annulus of the
+simulated ``(E/B)·CTF²`` (envelope over background, from the 1-D fit) with the
+background-normalised spectrum ``(P − B)/B``; the mean over patches is maximised. Defocus at a
+patch is a natural cubic spline grid (Warp dims X×Y×1, core/spline_grid.py) evaluated at the
+patch centre, or a plane; astigmatism is the 2-vector ``(δ cos 2θ, δ sin 2θ)``
+(docs/conventions.md §6). Gradients by autograd; ``torch.optim.LBFGS`` with a strong-Wolfe line
+search.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from cryowarp.core.ctf import ctf_at_frequencies
+from cryowarp.core.fourier_grids import frequency_grid
+from cryowarp.core.radial import expand_radial_profile
+from cryowarp.core.spline_grid import evaluate_cubic_grid, grid_node_coords
+from cryowarp.preprocess.ctf.search1d import Optics
+
+__all__ = [
+    "Fit2dResult",
+    "PatchTargets",
+    "astigmatism_start",
+    "correlation_score",
+    "fit_patches_2d",
+    "patch_targets",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class PatchTargets:
+    """Fit-range samples of every patch: frequencies, normalised spectrum and model weight.
+
+    ``k_xy_per_a`` ``(m, 2)`` frequencies (Å⁻¹); ``normalised`` ``(p, m)`` ``(P − B)/B``;
+    ``weight`` ``(p, m)`` ``E/B``; ``coords`` ``(p, 2)`` patch centres in normalised (x, y).
+    """
+
+    k_xy_per_a: torch.Tensor  # (m, 2)
+    normalised: torch.Tensor  # (p, m)
+    weight: torch.Tensor  # (p, m)
+    coords: torch.Tensor  # (p, 2)
+
+
+@dataclass(frozen=True, eq=False)
+class Fit2dResult:
+    """Fitted model: ``grid_um`` ``(Y, X)`` absolute mean defocus at the grid nodes, astigmatism
+    ``(δ cos 2θ, δ sin 2θ)`` in µm, phase shift (rad), the cost (mean correlation) and the mean
+    defocus (µm) of every patch ``(p,)``."""
+
+    grid_um: torch.Tensor  # (Y, X)
+    astig_x_um: float
+    astig_y_um: float
+    phase_shift_rad: float
+    score: float
+    patch_defocus_um: torch.Tensor  # (p,)
+
+
+def patch_targets(
+    spectra: torch.Tensor,  # (p, s, s//2+1)
+    background: torch.Tensor,  # (p, n)
+    envelope: torch.Tensor,  # (p, n)
+    coords: torch.Tensor,  # (p, 2)
+    *,
+    pixel_size_a: float,
+    fit_range_per_a: tuple[float, float],
+) -> PatchTargets:
+    """Collect the annulus of the fit range from every patch spectrum (rfft layout, §3)."""
+    s = spectra.shape[-2]
+    shape = (s, s)
+    grid = (
+        frequency_grid(shape, nyquist_positive=True, device=spectra.device, dtype=torch.float64)
+        / pixel_size_a
+    )
+    radius = grid.norm(dim=-1)
+    mask = (radius >= fit_range_per_a[0]) & (radius <= fit_range_per_a[1])
+    mask[:, 0] &= torch.arange(s, device=mask.device) <= s // 2  # each k once on the kx = 0 column
+    b2d = expand_radial_profile(background, shape=shape)[:, mask]
+    e2d = expand_radial_profile(envelope, shape=shape)[:, mask]
+    values = spectra.to(torch.float64)[:, mask]
+    return PatchTargets(
+        k_xy_per_a=grid[mask], normalised=(values - b2d) / b2d, weight=e2d / b2d, coords=coords
+    )
+
+
+def fit_patches_2d(
+    targets: PatchTargets,
+    optics: Optics,
+    *,
+    defocus_um: float,
+    phase_shift_rad: float,
+    grid_dims: tuple[int, int] | None,
+    plane: bool = False,
+    fit_astigmatism: bool = True,
+    fit_phase_shift: bool = False,
+    max_iterations: int = 60,
+    astig_init_um: tuple[float, float] = (0.0, 0.0),
+) -> Fit2dResult:
+    """Maximise the mean per-patch correlation over the defocus model and astigmatism.
+
+    Parameters
+    ----------
+    targets:
+        From :func:`patch_targets`.
+    defocus_um, phase_shift_rad:
+        Start values (from the 1-D search).
+    grid_dims:
+        Spline nodes (X, Y) of the defocus grid; ``None`` or ``plane=True`` for a plane.
+    astig_init_um:
+        Start astigmatism ``(δ cos 2θ, δ sin 2θ)`` in µm.
+    """
+    device = targets.normalised.device
+    dtype = torch.float64
+    plane = plane or grid_dims is None
+    if plane:
+        defocus = torch.tensor([defocus_um, 0.0, 0.0], dtype=dtype, device=device)
+    else:
+        assert grid_dims is not None
+        defocus = torch.full((grid_dims[1], grid_dims[0]), defocus_um, dtype=dtype, device=device)
+    defocus.requires_grad_(True)
+    astig = torch.tensor(astig_init_um, dtype=dtype, device=device, requires_grad=fit_astigmatism)
+    phase = torch.tensor(phase_shift_rad, dtype=dtype, device=device, requires_grad=fit_phase_shift)
+    variables = [v for v in (defocus, astig, phase) if v.requires_grad]
+    coords = targets.coords.to(dtype)
+
+    def patch_defocus() -> torch.Tensor:
+        if plane:
+            centred = coords - 0.5
+            return defocus[0] + centred @ defocus[1:]
+        return evaluate_cubic_grid(defocus, coords)
+
+    def cost() -> torch.Tensor:
+        return -correlation_score(
+            targets, optics, patch_defocus(), astig[0], astig[1], phase
+        ).mean()
+
+    optimiser = torch.optim.LBFGS(
+        variables,
+        lr=1.0,
+        max_iter=max_iterations,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-10,
+        tolerance_change=1e-12,
+        history_size=20,
+    )
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = cost()
+        value.backward()
+        return value
+
+    optimiser.step(closure)
+    with torch.no_grad():
+        final = float(cost())
+        per_patch = patch_defocus()
+        if plane:
+            nodes = grid_node_coords((2, 2), device=device, dtype=dtype)  # (2, 2, 2)
+            grid = defocus[0] + (nodes - 0.5) @ defocus[1:]
+        else:
+            grid = defocus.detach().clone()
+    return Fit2dResult(
+        grid_um=grid.detach(),
+        astig_x_um=float(astig[0].detach()),
+        astig_y_um=float(astig[1].detach()),
+        phase_shift_rad=float(phase.detach()),
+        score=-final,
+        patch_defocus_um=per_patch.detach(),
+    )
+
+
+def correlation_score(
+    targets: PatchTargets,
+    optics: Optics,
+    defocus_um: torch.Tensor,  # (p,)
+    astig_x_um: torch.Tensor,
+    astig_y_um: torch.Tensor,
+    phase_shift_rad: torch.Tensor,
+) -> torch.Tensor:  # (p,)
+    """Per-patch normalised correlation of ``(E/B)·CTF²`` with ``(P − B)/B``."""
+    params = optics.params(
+        defocus_um, phase_shift_rad=phase_shift_rad, astig_x_um=astig_x_um, astig_y_um=astig_y_um
+    )
+    model = targets.weight * ctf_at_frequencies(params, targets.k_xy_per_a).square()
+    a = model - model.mean(-1, keepdim=True)
+    b = targets.normalised - targets.normalised.mean(-1, keepdim=True)
+    norm = (a.square().sum(-1) * b.square().sum(-1)).sqrt().clamp(min=1e-30)
+    return (a * b).sum(-1) / norm
+
+
+def astigmatism_start(
+    targets: PatchTargets,
+    optics: Optics,
+    *,
+    defocus_um: float,
+    phase_shift_rad: float,
+    magnitudes_um: tuple[float, ...] = (0.03, 0.1, 0.3),
+    n_angles: int = 8,
+) -> tuple[float, float]:
+    """Best ``(δ cos 2θ, δ sin 2θ)`` (µm) of a coarse grid of astigmatism (and none)."""
+    dtype = torch.float64
+    device = targets.normalised.device
+    two_theta = torch.arange(n_angles, dtype=dtype, device=device) * (2 * math.pi / n_angles)
+    magnitude = torch.tensor(magnitudes_um, dtype=dtype, device=device)
+    ax = torch.cat(
+        [
+            torch.zeros(1, dtype=dtype, device=device),
+            (magnitude[:, None] * two_theta.cos()).flatten(),
+        ]
+    )
+    ay = torch.cat(
+        [
+            torch.zeros(1, dtype=dtype, device=device),
+            (magnitude[:, None] * two_theta.sin()).flatten(),
+        ]
+    )
+    defocus = torch.full((targets.normalised.shape[0],), defocus_um, dtype=dtype, device=device)
+    phase = torch.tensor(phase_shift_rad, dtype=dtype, device=device)
+    scores = torch.stack(
+        [
+            correlation_score(targets, optics, defocus, x, y, phase).mean()
+            for x, y in zip(ax, ay, strict=True)
+        ]
+    )
+    best = int(torch.argmax(scores))
+    return float(ax[best]), float(ay[best])

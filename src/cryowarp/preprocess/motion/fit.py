@@ -1,0 +1,307 @@
+"""Fit Warp's motion model to a frame series (global 1×1×T + local X×Y×T spline grids).
+
+The frames, at a pixel size whose Nyquist reaches the fit's highest resolution, are cut
+into overlapping patches (:mod:`.patches`). For a trial model the shift of every patch in
+every frame is the model evaluated at the patch centre; each patch spectrum is moved back by
+its shift (a phase ramp) and compared with the sum of the other frames of the same patch:
+
+    cost = − mean over patches p and frames t of  Re⟨A_pt, S_p − A_pt⟩ / (‖A_pt‖ ‖S_p − A_pt‖)
+
+with ``A_pt`` the aligned, band-limited, B-factor weighted spectrum and ``S_p = Σ_t A_pt``.
+Gradients are exact (autograd) and :class:`torch.optim.LBFGS` with a strong-Wolfe line
+search minimises the cost. The temporal resolution of the global grid is refined in stages
+(3 nodes, then 9, 27, … up to the target), each stage starting from the previous one
+resampled; the first stage starts from a whole-frame cross-correlation track
+(:mod:`._xcorr_init`). The local grid is fitted together with the global one in every stage.
+
+Gauge: the cost cannot see shifts that are constant in time (per patch), so frame 0 is held
+at zero in both grids; a small penalty keeps the local field's spatial mean at zero (it would
+otherwise trade with the global track). The result is :meth:`FrameMotion.gauged`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from cryowarp.core.spline_grid import evaluate_cubic_grid, resize_cubic_grid
+from cryowarp.preprocess.motion._xcorr_init import initial_global_track_a
+from cryowarp.preprocess.motion.model import FrameMotion
+from cryowarp.preprocess.motion.patches import PatchSpectra, patch_spectra
+from cryowarp.preprocess.motion.settings import MotionSettings
+
+__all__ = ["MotionFit", "StageReport", "estimate_motion", "global_stage_nodes"]
+
+_LOCAL_MEAN_PENALTY = 1.0  # per Å² of spatial mean of the local field (cost is ~O(1))
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """One refinement stage: its global nodes, cost before/after, evaluations, seconds."""
+
+    global_nodes: int
+    cost_start: float
+    cost_end: float
+    evaluations: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class MotionFit:
+    """Result of :func:`estimate_motion`.
+
+    Attributes
+    ----------
+    motion:
+        The fitted, gauged model (Å; frame 0 = reference).
+    patch_centres_a:
+        ``(p, 2)`` patch centres (x, y) in Å.
+    patch_size_a:
+        Patch edge in Å.
+    initial_track_a:
+        ``(n, 2)`` whole-frame cross-correlation track that started the fit (Å).
+    stages:
+        One report per refinement stage.
+    alignment_pixel_size_a:
+        Pixel size of the frames the fit used (Å).
+    """
+
+    motion: FrameMotion
+    patch_centres_a: torch.Tensor
+    patch_size_a: float
+    initial_track_a: torch.Tensor
+    stages: tuple[StageReport, ...] = field(default_factory=tuple)
+    alignment_pixel_size_a: float = 0.0
+
+    @property
+    def final_cost(self) -> float:
+        """Cost after the last stage (−1 is perfect agreement of every frame)."""
+        return self.stages[-1].cost_end if self.stages else float("nan")
+
+
+def global_stage_nodes(n_frames: int, target: int | None) -> list[int]:
+    """Temporal nodes of the global grid per stage: 3, 9, 27, … below the target, then the
+    target (``n_frames`` when unset, never more)."""
+    goal = min(n_frames, target if target is not None else n_frames)
+    stages = []
+    nodes = 3
+    while nodes < goal:
+        stages.append(nodes)
+        nodes *= 3
+    stages.append(goal)
+    return stages
+
+
+class _Cost:
+    """The fit's cost as a function of the free grid values (frame 0 held at zero)."""
+
+    def __init__(
+        self,
+        data: PatchSpectra,
+        *,
+        n_frames: int,
+        field_size_a: tuple[float, float],
+        local_dims: tuple[int, int, int],
+    ) -> None:
+        self.data = data
+        self.n_frames = n_frames
+        spectra = data.spectra
+        self.real = spectra.real.contiguous()
+        self.imag = spectra.imag.contiguous()
+        self.norms2 = (self.real.square() + self.imag.square()).sum((-2, -1))  # (p, n)
+        device, dtype = spectra.device, spectra.real.dtype
+        size = data.size_px
+        self.ky = torch.fft.fftfreq(size, device=device, dtype=dtype)  # cycles/px
+        self.kx = torch.fft.rfftfreq(size, device=device, dtype=dtype)
+        self.times = torch.arange(n_frames, device=device, dtype=dtype) / max(1, n_frames - 1)
+        field = torch.tensor(field_size_a, device=device, dtype=dtype)
+        xy = data.centres_a.to(dtype) / field  # (p, 2)
+        p = xy.shape[0]
+        self.local_coords = torch.cat(
+            [
+                xy[:, None, :].expand(p, n_frames, 2),
+                self.times[None, :, None].expand(p, n_frames, 1),
+            ],
+            dim=-1,
+        )  # (p, n, 3)
+        self.local_dims = local_dims
+        self.local = max(local_dims) > 1
+
+    def shifts_a(self, global_free: torch.Tensor, local_free: torch.Tensor) -> torch.Tensor:
+        """``(p, n, 2)`` shifts (Å) of every patch in every frame."""
+        zeros = torch.zeros_like(global_free[:, :1])
+        g = torch.cat([zeros, global_free], dim=1)  # (2, T)
+        track = evaluate_cubic_grid(g, self.times[None, :, None])  # (2, n)
+        shifts = track.T[None]  # (1, n, 2)
+        if self.local:
+            loc = torch.cat([torch.zeros_like(local_free[:, :1]), local_free], dim=1)
+            values = evaluate_cubic_grid(loc, self.local_coords[None])  # (2, p, n)
+            shifts = shifts + values.movedim(0, -1)
+        return shifts
+
+    def __call__(self, global_free: torch.Tensor, local_free: torch.Tensor) -> torch.Tensor:
+        shifts_px = self.shifts_a(global_free, local_free) / self.data.pixel_size_a
+        # Align: move every patch back by its shift, A = F·exp(+2πi k·s), in real arithmetic
+        # (complex autograd is several times slower on the CPU). The ramp is separable.
+        phase_x = (2 * torch.pi) * shifts_px[..., 0, None] * self.kx  # (p, n, s//2+1)
+        phase_y = (2 * torch.pi) * shifts_px[..., 1, None] * self.ky  # (p, n, s)
+        cx, sx = torch.cos(phase_x)[..., None, :], torch.sin(phase_x)[..., None, :]
+        cy, sy = torch.cos(phase_y)[..., :, None], torch.sin(phase_y)[..., :, None]
+        cos = cy * cx - sy * sx  # (p, n, s, s//2+1)
+        sin = sy * cx + cy * sx
+        fr, fi = self.real, self.imag
+        ar = fr * cos - fi * sin
+        ai = fr * sin + fi * cos
+        tr, ti = ar.sum(dim=1, keepdim=True), ai.sum(dim=1, keepdim=True)  # S_p
+        cross = (ar * tr + ai * ti).sum((-2, -1))  # (p, n) = Re⟨A, S⟩
+        total2 = (tr.square() + ti.square()).sum((-2, -1))  # (p, 1)
+        own = self.norms2
+        with_others = cross - own
+        others2 = (total2 - 2 * cross + own).clamp(min=1e-30)
+        score = with_others / (own.clamp(min=1e-30) * others2).sqrt()
+        cost = -score.mean()
+        if self.local:
+            loc = torch.cat([torch.zeros_like(local_free[:, :1]), local_free], dim=1)
+            mean = loc.mean(dim=(-2, -1))  # node mean ≈ spatial mean of the surface
+            cost = cost + _LOCAL_MEAN_PENALTY * mean.square().sum() / max(1, mean.shape[1])
+        return cost
+
+
+def _lbfgs(
+    cost: _Cost, global_free: torch.Tensor, local_free: torch.Tensor, *, max_iterations: int
+) -> tuple[float, float, int]:
+    """Minimise ``cost`` over the tensors that require gradients; returns the cost before
+    and after and the number of evaluations."""
+    optimizer = torch.optim.LBFGS(
+        [p for p in (global_free, local_free) if p.requires_grad],
+        lr=1.0,
+        max_iter=max_iterations,
+        history_size=20,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+    evaluations = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal evaluations
+        optimizer.zero_grad()
+        value = cost(global_free, local_free)
+        value.backward()  # type: ignore[no-untyped-call]
+        evaluations += 1
+        return value
+
+    with torch.no_grad():
+        start = float(cost(global_free, local_free))
+    optimizer.step(closure)  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        end = float(cost(global_free, local_free))
+    return start, end, evaluations
+
+
+def _nodes_from_track(track_a: torch.Tensor, nodes: int) -> torch.Tensor:  # (n, 2) -> (2, T)
+    """Values of a per-frame track at ``nodes`` evenly spaced times (linear interpolation)."""
+    n = track_a.shape[0]
+    positions = torch.linspace(0, n - 1, nodes, device=track_a.device, dtype=track_a.dtype)
+    lower = positions.floor().long().clamp(max=n - 1)
+    upper = (lower + 1).clamp(max=n - 1)
+    w = (positions - lower.to(positions.dtype))[:, None]
+    return (track_a[lower] * (1 - w) + track_a[upper] * w).T.contiguous()
+
+
+def estimate_motion(
+    frames: torch.Tensor,  # (n, h, w) at the alignment pixel size
+    *,
+    pixel_size_a: float,
+    field_size_a: tuple[float, float],
+    settings: MotionSettings,
+    patch_size_px: int,
+    progress: Callable[[str, float], None] | None = None,
+) -> MotionFit:
+    """Fit global and local motion to a frame series (module docstring).
+
+    Parameters
+    ----------
+    frames:
+        ``(n, h, w)`` gain-corrected frames resampled to the alignment pixel size, whose
+        Nyquist should reach ``settings.max_resolution_a``.
+    pixel_size_a:
+        Their pixel size in Å.
+    field_size_a:
+        ``(width, height)`` of the field in Å (of the original frames).
+    settings:
+        Band, B-factor, grids, iterations, patch overlap.
+    patch_size_px:
+        Patch edge in alignment pixels.
+    progress:
+        Called with a message and the fraction of the fit done.
+
+    Returns
+    -------
+    MotionFit
+        With the gauged :class:`FrameMotion` on the device of ``frames``.
+    """
+    n = frames.shape[0]
+    if n < 2:
+        raise ValueError(f"motion needs at least 2 frames, got {n}")
+    band = {
+        "min_resolution_a": settings.min_resolution_a,
+        "max_resolution_a": settings.max_resolution_a,
+        "bfactor_a2": settings.bfactor_a2,
+    }
+    frames = frames.float()
+    track = initial_global_track_a(frames, pixel_size_a=pixel_size_a, **band)
+    data = patch_spectra(
+        frames,
+        pixel_size_a=pixel_size_a,
+        patch_size_px=patch_size_px,
+        overlap=settings.patch_overlap,
+        **band,
+    )
+    local_dims = settings.local_grid if settings.local_motion else (1, 1, 1)
+    cost = _Cost(data, n_frames=n, field_size_a=field_size_a, local_dims=local_dims)
+    gx, gy, gt = local_dims
+    local_free = torch.zeros(2, max(gt - 1, 0), gy, gx, device=frames.device)
+    global_nodes: torch.Tensor | None = None
+    stages = []
+    plan = global_stage_nodes(n, settings.global_temporal_nodes)
+    for index, nodes in enumerate(plan):
+        started = time.perf_counter()
+        if global_nodes is None:
+            global_nodes = _nodes_from_track(track, nodes)
+        else:
+            global_nodes = resize_cubic_grid(global_nodes, (nodes,))
+        global_free = (global_nodes[:, 1:] - global_nodes[:, :1]).clone().requires_grad_(True)
+        local_param = local_free.clone().requires_grad_(cost.local and gt > 1)
+        if nodes == 1:  # a single node: no motion to fit
+            global_free.requires_grad_(False)
+            start = end = float(cost(global_free, local_param).detach())
+            evaluations = 1
+        else:
+            start, end, evaluations = _lbfgs(
+                cost, global_free, local_param, max_iterations=settings.max_iterations
+            )
+        with torch.no_grad():
+            zeros = torch.zeros_like(global_free[:, :1])
+            global_nodes = torch.cat([zeros, global_free.detach()], dim=1)
+            local_free = local_param.detach()
+        stages.append(
+            StageReport(nodes, start, end, evaluations, time.perf_counter() - started)
+        )
+        if progress is not None:
+            progress(f"global grid 1×1×{nodes}: cost {end:.5f}", (index + 1) / len(plan))
+    assert global_nodes is not None
+    first = torch.zeros(2, 1, gy, gx, device=frames.device, dtype=local_free.dtype)
+    local_nodes = torch.cat([first, local_free], dim=1)  # frame 0 held at zero
+    motion = FrameMotion(global_nodes, local_nodes, field_size_a, n).gauged()
+    return MotionFit(
+        motion=motion,
+        patch_centres_a=data.centres_a,
+        patch_size_a=data.size_px * pixel_size_a,
+        initial_track_a=track,
+        stages=tuple(stages),
+        alignment_pixel_size_a=float(pixel_size_a),
+    )
