@@ -26,9 +26,9 @@ total, over the positions too (2-D error vector length). The dose-weighted avera
 with the clean micrograph (``read_clean_micrograph``) by the FRC: the resolution is where the
 FRC (smoothed over 5 shells) falls below **0.5** for the last time (a noise-free reference:
 0.5 against the truth corresponds to 0.143 between half-maps; the *first* crossing would be
-the first CTF zero of the clean micrograph, whatever the motion), reported as a ratio to the same average made with the true motion
-(``resolution_ratio`` ≥ 1 is worse than the truth), together with the mean FRC over the
-shells from 1/20 Å⁻¹ to Nyquist.
+the first CTF zero of the clean micrograph, whatever the motion), reported as a ratio to
+the same average made with the true motion (``resolution_ratio`` ≥ 1 is worse than the
+truth), together with the mean FRC over the shells from 1/20 Å⁻¹ to Nyquist.
 
 Speed: seconds per movie from the movie file to the motion model (``seconds_motion``: read,
 prepare, fit) and to the average (``seconds_total``; for ``ours`` the whole ``correct_movie``

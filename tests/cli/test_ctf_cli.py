@@ -31,6 +31,7 @@ def tiny_movie(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Fr
     return dataset.movies[0], dataset.gain, load_ground_truth(dataset.folder, 0)
 
 
+@pytest.mark.slow
 def test_estimate_recovers_the_defocus_and_reports_a_constant_image(
     tiny_movie: tuple[Path, Path, FrameSeriesTruth], tmp_path: Path
 ) -> None:
@@ -67,6 +68,7 @@ def test_estimate_recovers_the_defocus_and_reports_a_constant_image(
     assert optics[0].voltage_kv == truth.settings.voltage_kv
 
 
+@pytest.mark.slow
 def test_spectrum_fits_a_centred_power_spectrum(
     tiny_movie: tuple[Path, Path, FrameSeriesTruth], tmp_path: Path
 ) -> None:

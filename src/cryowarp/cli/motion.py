@@ -89,6 +89,10 @@ HotPixels = Annotated[
     bool,
     typer.Option("--hot-pixels/--no-hot-pixels", help=_IN_HELP["detect_hot_pixels"]),
 ]
+FlipTiff = Annotated[
+    bool, typer.Option("--flip-tiff-y/--no-flip-tiff-y", help=_IN_HELP["flip_tiff_y"])
+]
+MinFrames = Annotated[int, typer.Option("--min-frames", help=_IN_HELP["min_frames"])]
 EerUpsampling = Annotated[
     int, typer.Option("--eer-upsampling", help=_IN_HELP["eer_upsampling"] + " (1, 2 or 4)")
 ]
@@ -161,6 +165,8 @@ def correct(
     check_gain_orientation: GainCheck = _IN.check_gain_orientation,
     defects: Defects = None,
     hot_pixels: HotPixels = _IN.detect_hot_pixels,
+    flip_tiff_y: FlipTiff = _IN.flip_tiff_y,
+    min_frames: MinFrames = _IN.min_frames,
     eer_upsampling: EerUpsampling = _IN.eer_upsampling,
     eer_fractions: EerFractions = _IN.eer_n_fractions,
     eer_fraction_dose: EerFractionDose = _IN.eer_dose_per_fraction_e_per_a2,
@@ -227,6 +233,8 @@ def batch(
     check_gain_orientation: GainCheck = _IN.check_gain_orientation,
     defects: Defects = None,
     hot_pixels: HotPixels = _IN.detect_hot_pixels,
+    flip_tiff_y: FlipTiff = _IN.flip_tiff_y,
+    min_frames: MinFrames = _IN.min_frames,
     eer_upsampling: EerUpsampling = _IN.eer_upsampling,
     eer_fractions: EerFractions = _IN.eer_n_fractions,
     eer_fraction_dose: EerFractionDose = _IN.eer_dose_per_fraction_e_per_a2,
@@ -299,6 +307,8 @@ def _settings(options: dict[str, Any]) -> tuple[MovieInputSettings, MotionSettin
             check_gain_orientation=options["check_gain_orientation"],
             defects_path=None if options["defects"] is None else str(options["defects"]),
             detect_hot_pixels=options["hot_pixels"],
+            flip_tiff_y=options["flip_tiff_y"],
+            min_frames=options["min_frames"],
             eer_upsampling=options["eer_upsampling"],
             eer_n_fractions=options["eer_fractions"],
             eer_dose_per_fraction_e_per_a2=options["eer_fraction_dose"],

@@ -7,8 +7,8 @@ import math
 import torch
 
 from cryowarp.core.ctf import ctf_2d
-from cryowarp.core.fourier_grids import frequency_magnitude
 from cryowarp.core.ctf_params import CTFParams
+from cryowarp.core.fourier_grids import frequency_magnitude
 
 
 def background_envelope(k_per_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,9 +29,10 @@ def synthetic_spectra(
     """``(*B, s, s//2+1)`` power spectra of batch ``params``; the noise is that of the mean of
     ``n_averaged`` exponentially distributed periodogram samples; rings are cut off (envelope
     zero) above ``ring_limit_per_a`` when given."""
-    k = frequency_magnitude(
-        (size_px, size_px), dtype=torch.float64, device=params.device
-    ) / params.pixel_size_a.reshape(-1)[0]
+    k = (
+        frequency_magnitude((size_px, size_px), dtype=torch.float64, device=params.device)
+        / params.pixel_size_a.reshape(-1)[0]
+    )
     background, envelope = background_envelope(k)
     if ring_limit_per_a is not None:
         envelope = envelope * (k <= ring_limit_per_a)
@@ -44,8 +45,13 @@ def synthetic_spectra(
 
 
 def optics_params(
-    *, pixel_size_a: float, defocus_um: torch.Tensor | float, astig_um: float = 0.0,
-    angle_deg: float = 0.0, phase_shift_deg: float = 0.0, device: torch.device | str = "cpu",
+    *,
+    pixel_size_a: float,
+    defocus_um: torch.Tensor | float,
+    astig_um: float = 0.0,
+    angle_deg: float = 0.0,
+    phase_shift_deg: float = 0.0,
+    device: torch.device | str = "cpu",
 ) -> CTFParams:
     two_theta = math.radians(2 * angle_deg)
     return CTFParams.create(

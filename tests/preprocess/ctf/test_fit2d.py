@@ -16,7 +16,7 @@ from cryowarp.preprocess.ctf.background import (
 )
 from cryowarp.preprocess.ctf.estimate import estimate_ctf_from_spectrum
 from cryowarp.preprocess.ctf.fit2d import fit_patches_2d, patch_targets
-from cryowarp.preprocess.ctf.search1d import Optics
+from cryowarp.preprocess.ctf.search1d import Optics, search_defocus_1d
 from cryowarp.preprocess.ctf.settings import CtfSettings
 from cryowarp.preprocess.ctf.spectra import centred_full_spectrum
 
@@ -57,9 +57,30 @@ def test_patch_fit_recovers_a_defocus_gradient(plane: bool) -> None:
     targets = patch_targets(
         spectra, background, envelope, coords, pixel_size_a=1.5, fit_range_per_a=(1 / 30, 1 / 4)
     )
+    starts = torch.tensor(
+        [
+            search_defocus_1d(
+                profile,
+                k,
+                optics,
+                fit_range_per_a=(1 / 30, 1 / 4),
+                defocus_range_um=(1.1, 2.1),
+                defocus_step_um=0.01,
+                rounds=2,
+            ).defocus_um
+            for profile in profiles
+        ],
+        dtype=torch.float64,
+    )
     fit = fit_patches_2d(
-        targets, optics, defocus_um=1.6, phase_shift_rad=0.0, grid_dims=None if plane else (3, 3),
-        astig_init_um=(0.0, 0.0), max_iterations=40,
+        targets,
+        optics,
+        defocus_um=1.6,
+        phase_shift_rad=0.0,
+        grid_dims=None if plane else (3, 3),
+        astig_init_um=(0.0, 0.0),
+        max_iterations=40,
+        patch_defocus_start_um=starts,
     )
     rms = float((fit.patch_defocus_um - truth).square().mean().sqrt())
     assert rms < (0.005 if plane else 0.01), rms

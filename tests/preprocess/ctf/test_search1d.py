@@ -32,7 +32,9 @@ def test_background_and_envelope_are_recovered_from_a_noiseless_profile() -> Non
 
 
 @pytest.mark.parametrize("defocus_um", [0.7, 1.6, 3.3])
-def test_recovers_defocus_of_a_noisy_synthetic_spectrum(device: torch.device, defocus_um: float) -> None:
+def test_recovers_defocus_of_a_noisy_synthetic_spectrum(
+    device: torch.device, defocus_um: float
+) -> None:
     params = optics_params(pixel_size_a=1.5, defocus_um=defocus_um, device=device)
     profile = rotational_profile(synthetic_spectra(params, 256, n_averaged=20, seed=3))
     k = profile_frequencies_per_a(256, 1.5, device=device)
@@ -50,8 +52,13 @@ def test_recovers_phase_shift_with_the_defocus() -> None:
     k = profile_frequencies_per_a(256, 1.5)
     phases = torch.deg2rad(torch.arange(0.0, 181.0, 5.0, dtype=torch.float64))
     result = search_defocus_1d(
-        profile, k, OPTICS, fit_range_per_a=RANGE, defocus_range_um=(0.3, 5.0),
-        defocus_step_um=0.01, phase_shifts_rad=phases,
+        profile,
+        k,
+        OPTICS,
+        fit_range_per_a=RANGE,
+        defocus_range_um=(0.3, 5.0),
+        defocus_step_um=0.01,
+        phase_shifts_rad=phases,
     )
     assert abs(math.degrees(result.phase_shift_rad) - 90.0) <= 5.0
     assert abs(result.defocus_um - 1.2) < 0.02
@@ -63,7 +70,11 @@ def test_pure_noise_scores_low() -> None:
     generator = torch.Generator().manual_seed(5)
     noise = -torch.log(torch.rand((20, k.shape[0]), generator=generator, dtype=torch.float64))
     result = search_defocus_1d(
-        background * noise.mean(0), k, OPTICS, fit_range_per_a=RANGE,
-        defocus_range_um=(0.3, 5.0), defocus_step_um=0.01,
+        background * noise.mean(0),
+        k,
+        OPTICS,
+        fit_range_per_a=RANGE,
+        defocus_range_um=(0.3, 5.0),
+        defocus_step_um=0.01,
     )
     assert result.score < 0.5

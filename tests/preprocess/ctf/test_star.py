@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cryowarp.errors import DimensionMismatchError
@@ -93,6 +93,7 @@ def test_given_optics_groups_are_matched_and_mismatches_raise() -> None:
         ctf_micrograph_table(["a", "b"], [_result(1.0, 0.9, 10.0)])
 
 
+@settings(max_examples=20)  # each example writes and parses a file
 @given(
     u_um=st.floats(0.2, 6.0),
     delta_um=st.floats(0.0, 0.3),

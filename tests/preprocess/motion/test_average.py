@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import numpy as np
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.interpolate import RectBivariateSpline
 
 from cryowarp.core.dose import dose_weights
+from cryowarp.core.fourier_grids import frequency_magnitude
 from cryowarp.core.fsc import frc
 from cryowarp.core.resize import rescale
 from cryowarp.core.shift import shift_image
@@ -177,6 +178,12 @@ def test_true_motion_recovers_the_frame_zero_reference(scene, device: torch.devi
     assert result.shape == (H, W)
     assert result.pixel_size_a == pytest.approx(PIXEL_A)
     assert _relative_rms(result.average, reference) < 0.03
+    # The prefiltered B-spline is ~5× more accurate than grid_sample's bicubic.
+    bspline = _average(frames, motion, device, interpolation="bspline", aligned_stack=True)
+    assert bspline.aligned_stack is not None
+    assert _relative_rms(bspline.average, reference) < 0.005
+    for t in range(N_FRAMES):
+        assert _relative_rms(bspline.aligned_stack[t], reference) < 0.01
 
 
 def test_content_moved_by_plus_s_is_brought_back(device: torch.device) -> None:
@@ -294,12 +301,19 @@ def test_dose_weights_of_a_single_frequency(device: torch.device) -> None:
     torch.testing.assert_close(result.even.cpu(), expected(slice(0, None, 2)), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("local", [False, True])
 def test_dose_weighted_averages_equal_a_direct_per_frame_implementation(
     scene,  # type: ignore[no-untyped-def]
     device: torch.device,
+    local: bool,
 ) -> None:
-    """Align each frame on its own, weight its spectrum, normalise per frequency and sum."""
+    """Align each frame on its own, weight its spectrum, normalise per frequency and sum.
+
+    Exact for a global shift (the weights commute with it); with local motion the weights are
+    applied before the deformation, which differs from weighting after it by ~0.1 %.
+    """
     reference, motion, frames = scene
+    motion = motion if local else _global_only(motion)
     dose = (torch.arange(N_FRAMES, dtype=torch.float32) + 0.5) * 4.0
     result = _average(
         frames,
@@ -319,11 +333,16 @@ def test_dose_weighted_averages_equal_a_direct_per_frame_implementation(
         spectrum = (torch.fft.rfft2(aligned[frames_of]) * w).sum(0)
         return torch.fft.irfft2(spectrum, s=(H, W)).float()
 
-    full = direct(slice(None))
-    torch.testing.assert_close(result.average.cpu(), full, atol=1e-4, rtol=0)
-    # The half-averages are renormalised after the deformation (module docs): near-exact.
-    assert _relative_rms(result.odd, direct(slice(1, None, 2))) < 2e-3
-    assert _relative_rms(result.even, direct(slice(0, None, 2))) < 2e-3
+    pairs = [
+        (result.average, direct(slice(None))),
+        (result.odd, direct(slice(1, None, 2))),
+        (result.even, direct(slice(0, None, 2))),
+    ]
+    for ours, expected in pairs:
+        if local:
+            assert _relative_rms(ours, expected) < 3e-3
+        else:
+            torch.testing.assert_close(ours.cpu(), expected, atol=1e-4, rtol=0)
     # Exposure weighting costs the high frequencies: still the reference, a little blurred.
     assert _correlation(result.average, reference) > 0.99
 
@@ -333,24 +352,31 @@ def test_dose_weighted_averages_equal_a_direct_per_frame_implementation(
 
 def test_binning_equals_fourier_cropping_the_unbinned_average(scene, device: torch.device) -> None:  # type: ignore[no-untyped-def]
     _reference, motion, frames = scene
-    dose = (torch.arange(N_FRAMES, dtype=torch.float32) + 0.5) * 2.0
-    full = _average(frames, motion, device, accumulated_dose_e_per_a2=dose)
-    binned = _average(
-        frames, motion, device, output_shape=(H // 2, W // 2), accumulated_dose_e_per_a2=dose
-    )
-    assert binned.shape == (H // 2, W // 2)
-    assert binned.pixel_size_a == pytest.approx(2 * PIXEL_A)
-    expected = rescale(full.average.cpu(), (H // 2, W // 2))
-    inner = (slice(MARGIN // 2, -MARGIN // 2),) * 2
-    a, b = binned.average.cpu()[inner].double(), expected[inner].double()
-    assert float(torch.sqrt(((a - b) ** 2).mean() / (b**2).mean())) < 5e-3
+    small = (H // 2, W // 2)
     # Only a global shift: binning commutes with the correction exactly.
     global_only = _global_only(motion)
     full = _average(frames, global_only, device)
-    binned = _average(frames, global_only, device, output_shape=(H // 2, W // 2))
+    binned = _average(frames, global_only, device, output_shape=small)
+    assert binned.shape == small
+    assert binned.pixel_size_a == pytest.approx(2 * PIXEL_A)
     torch.testing.assert_close(
-        binned.average.cpu(), rescale(full.average.cpu(), (H // 2, W // 2)), atol=1e-4, rtol=0
+        binned.average.cpu(), rescale(full.average.cpu(), small), atol=1e-4, rtol=0
     )
+    # Local motion is applied at the output scale: equal up to the interpolation error there,
+    # compared below 0.2 cycles/binned pixel where the B-spline is accurate.
+    dose = (torch.arange(N_FRAMES, dtype=torch.float32) + 0.5) * 2.0
+    options = {"accumulated_dose_e_per_a2": dose, "interpolation": "bspline"}
+    full = _average(frames, motion, device, **options)
+    binned = _average(frames, motion, device, output_shape=small, **options)
+    low = (frequency_magnitude(small) < 0.2).to(torch.float32)
+
+    def low_pass(image: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(torch.fft.rfft2(image.cpu()) * low, s=small)
+
+    expected = low_pass(rescale(full.average.cpu(), small))
+    inner = (slice(MARGIN // 2, -MARGIN // 2),) * 2
+    a, b = low_pass(binned.average)[inner].double(), expected[inner].double()
+    assert float(torch.sqrt(((a - b) ** 2).mean() / (b**2).mean())) < 1e-2
 
 
 def test_full_average_is_the_weighted_combination_of_the_halves(
@@ -403,6 +429,7 @@ def test_aligned_stack_holds_each_aligned_frame(scene, device: torch.device) -> 
 # -- simulated movie ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_simulated_movie_frc_improves_with_the_true_motion() -> None:
     from cryowarp.simulate import build_species
     from cryowarp.simulate.frame_series import simulate_frame_series

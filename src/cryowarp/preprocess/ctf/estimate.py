@@ -29,7 +29,7 @@ from cryowarp.preprocess.ctf.fit2d import (
 )
 from cryowarp.preprocess.ctf.quality import rescaled_profile, ring_resolution_a, sliding_correlation
 from cryowarp.preprocess.ctf.result import CtfDiagnostics, CtfResult
-from cryowarp.preprocess.ctf.search1d import Optics, pearson, search_defocus_1d
+from cryowarp.preprocess.ctf.search1d import Optics, Search1dResult, pearson, search_defocus_1d
 from cryowarp.preprocess.ctf.settings import CtfSettings
 from cryowarp.preprocess.ctf.spectra import (
     PatchPowerSpectra,
@@ -197,6 +197,7 @@ def _estimate(
     fit: Fit2dResult | None = None
     defocus, phase, astig = search.defocus_um, search.phase_shift_rad, (0.0, 0.0)
     patch_defocus = torch.full((profiles.shape[0],), defocus, dtype=torch.float64, device=k.device)
+    starts = _patch_starts(profiles, k, optics, search, settings, fit_range) if spatial else None
     for round_index in range(2):
         ctf2 = _patch_ctf_squared(optics, patch_defocus, astig, phase, s)
         background, envelope = fit_background_and_envelope(profiles, ctf2, k, fit_range)
@@ -209,7 +210,14 @@ def _estimate(
             fit_range_per_a=fit_range,
         )
         if round_index == 0 and settings.fit_astigmatism:
-            astig = astigmatism_start(targets, optics, defocus_um=defocus, phase_shift_rad=phase)
+            mean, *start = astigmatism_start(
+                targets, optics, defocus_um=defocus, phase_shift_rad=phase
+            )
+            astig = (start[0], start[1])
+            if starts is None:
+                defocus = mean
+            else:
+                starts = starts + (mean - defocus)
         fit = fit_patches_2d(
             targets,
             optics,
@@ -220,6 +228,7 @@ def _estimate(
             fit_phase_shift=settings.fit_phase_shift,
             max_iterations=settings.max_iterations,
             astig_init_um=astig,
+            patch_defocus_start_um=starts if round_index == 0 else patch_defocus,
         )
         defocus = float(fit.grid_um.mean())
         patch_defocus, phase = fit.patch_defocus_um, fit.phase_shift_rad
@@ -327,6 +336,36 @@ def _patch_ctf_squared(
         defocus_um, phase_shift_rad=phase, astig_x_um=astig[0], astig_y_um=astig[1]
     )
     return rotational_profile(ctf_2d(params, (s, s)).square())
+
+
+def _patch_starts(
+    profiles: torch.Tensor,  # (p, n)
+    k: torch.Tensor,  # (n,)
+    optics: Optics,
+    search: Search1dResult,
+    settings: CtfSettings,
+    fit_range: tuple[float, float],
+) -> torch.Tensor | None:  # (p,)
+    """Defocus of every patch from its own 1-D search within ±0.5 µm of the global one."""
+    if profiles.shape[0] < 2:
+        return None
+    low = max(settings.defocus_min_um, search.defocus_um - 0.5)
+    high = min(settings.defocus_max_um, search.defocus_um + 0.5)
+    phases = torch.tensor([search.phase_shift_rad], dtype=torch.float64)
+    values = [
+        search_defocus_1d(
+            profile,
+            k,
+            optics,
+            fit_range_per_a=fit_range,
+            defocus_range_um=(low, high),
+            defocus_step_um=settings.defocus_step_um,
+            phase_shifts_rad=phases,
+            rounds=2,
+        ).defocus_um
+        for profile in profiles
+    ]
+    return torch.tensor(values, dtype=torch.float64, device=profiles.device)
 
 
 def _grid_dims(

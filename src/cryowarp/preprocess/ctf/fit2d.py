@@ -19,7 +19,7 @@ import torch
 from cryowarp.core.ctf import ctf_at_frequencies
 from cryowarp.core.fourier_grids import frequency_grid
 from cryowarp.core.radial import expand_radial_profile
-from cryowarp.core.spline_grid import evaluate_cubic_grid, grid_node_coords
+from cryowarp.core.spline_grid import evaluate_cubic_grid, fit_cubic_grid, grid_node_coords
 from cryowarp.preprocess.ctf.search1d import Optics
 
 __all__ = [
@@ -99,6 +99,7 @@ def fit_patches_2d(
     fit_phase_shift: bool = False,
     max_iterations: int = 60,
     astig_init_um: tuple[float, float] = (0.0, 0.0),
+    patch_defocus_start_um: torch.Tensor | None = None,  # (p,)
 ) -> Fit2dResult:
     """Maximise the mean per-patch correlation over the defocus model and astigmatism.
 
@@ -112,20 +113,29 @@ def fit_patches_2d(
         Spline nodes (X, Y) of the defocus grid; ``None`` or ``plane=True`` for a plane.
     astig_init_um:
         Start astigmatism ``(δ cos 2θ, δ sin 2θ)`` in µm.
+    patch_defocus_start_um:
+        Optional start defocus of every patch (e.g. from a 1-D search per patch); the start
+        surface is their least-squares fit (a local optimum is avoided on steep gradients).
     """
     device = targets.normalised.device
     dtype = torch.float64
     plane = plane or grid_dims is None
+    coords = targets.coords.to(dtype)
+    start = (
+        torch.full((coords.shape[0],), defocus_um, dtype=dtype, device=device)
+        if patch_defocus_start_um is None
+        else patch_defocus_start_um.to(dtype)
+    )
     if plane:
-        defocus = torch.tensor([defocus_um, 0.0, 0.0], dtype=dtype, device=device)
+        design = torch.cat([torch.ones_like(coords[:, :1]), coords - 0.5], dim=-1)  # (p, 3)
+        defocus = torch.linalg.pinv(design) @ start
     else:
         assert grid_dims is not None
-        defocus = torch.full((grid_dims[1], grid_dims[0]), defocus_um, dtype=dtype, device=device)
-    defocus.requires_grad_(True)
+        defocus = fit_cubic_grid(coords, start, grid_dims)
+    defocus = defocus.detach().clone().requires_grad_(True)
     astig = torch.tensor(astig_init_um, dtype=dtype, device=device, requires_grad=fit_astigmatism)
     phase = torch.tensor(phase_shift_rad, dtype=dtype, device=device, requires_grad=fit_phase_shift)
     variables = [v for v in (defocus, astig, phase) if v.requires_grad]
-    coords = targets.coords.to(dtype)
 
     def patch_defocus() -> torch.Tensor:
         if plane:
@@ -133,12 +143,20 @@ def fit_patches_2d(
             return defocus[0] + centred @ defocus[1:]
         return evaluate_cubic_grid(defocus, coords)
 
-    def cost() -> torch.Tensor:
-        return -correlation_score(
-            targets, optics, patch_defocus(), astig[0], astig[1], phase
-        ).mean()
+    stage = targets
 
-    optimiser = torch.optim.LBFGS(
+    def cost() -> torch.Tensor:
+        return -correlation_score(stage, optics, patch_defocus(), astig[0], astig[1], phase).mean()
+
+    # Coarse to fine: half the frequency range first, where the cost has wider basins.
+    radius = targets.k_xy_per_a.norm(dim=-1)
+    low, high = float(radius.min()), float(radius.max())
+    for limit in (low + 0.5 * (high - low), high):
+        stage = _subset(targets, radius <= limit)
+        _run_lbfgs(cost, variables, max_iterations)
+    stage = targets
+    with torch.no_grad():
+        final = float(cost())
         variables,
         lr=1.0,
         max_iter=max_iterations,
@@ -198,33 +216,32 @@ def astigmatism_start(
     *,
     defocus_um: float,
     phase_shift_rad: float,
-    magnitudes_um: tuple[float, ...] = (0.03, 0.1, 0.3),
-    n_angles: int = 8,
-) -> tuple[float, float]:
-    """Best ``(δ cos 2θ, δ sin 2θ)`` (µm) of a coarse grid of astigmatism (and none)."""
+    magnitudes_um: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4),
+    n_angles: int = 12,
+) -> tuple[float, float, float]:
+    """Best mean defocus (µm) and ``(δ cos 2θ, δ sin 2θ)`` (µm) of a coarse grid.
+
+    The rotational average of astigmatic rings can lock the 1-D search onto ``U`` or ``V``
+    rather than the mean, so each candidate ``δ`` is tried with the mean at
+    ``defocus_um − δ``, ``defocus_um`` and ``defocus_um + δ``.
+    """
     dtype = torch.float64
     device = targets.normalised.device
-    two_theta = torch.arange(n_angles, dtype=dtype, device=device) * (2 * math.pi / n_angles)
-    magnitude = torch.tensor(magnitudes_um, dtype=dtype, device=device)
-    ax = torch.cat(
-        [
-            torch.zeros(1, dtype=dtype, device=device),
-            (magnitude[:, None] * two_theta.cos()).flatten(),
-        ]
-    )
-    ay = torch.cat(
-        [
-            torch.zeros(1, dtype=dtype, device=device),
-            (magnitude[:, None] * two_theta.sin()).flatten(),
-        ]
-    )
-    defocus = torch.full((targets.normalised.shape[0],), defocus_um, dtype=dtype, device=device)
+    candidates = [(defocus_um, 0.0, 0.0)]
+    for delta in magnitudes_um:
+        for i in range(n_angles):
+            two_theta = 2 * math.pi * i / n_angles
+            for shift in (-delta, 0.0, delta):
+                candidates.append(
+                    (defocus_um + shift, delta * math.cos(two_theta), delta * math.sin(two_theta))
+                )
+    ones = torch.ones(targets.normalised.shape[0], dtype=dtype, device=device)
     phase = torch.tensor(phase_shift_rad, dtype=dtype, device=device)
-    scores = torch.stack(
-        [
-            correlation_score(targets, optics, defocus, x, y, phase).mean()
-            for x, y in zip(ax, ay, strict=True)
-        ]
-    )
-    best = int(torch.argmax(scores))
-    return float(ax[best]), float(ay[best])
+    scores = [
+        float(
+            correlation_score(targets, optics, mean * ones, ones[0] * x, ones[0] * y, phase).mean()
+        )
+        for mean, x, y in candidates
+    ]
+    best = max(range(len(candidates)), key=scores.__getitem__)
+    return candidates[best]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -198,20 +199,36 @@ def group_frames(
 
 
 class FieldDeformer:
-    """Samples images ``(h, w)`` at ``x + field(x)`` by bicubic interpolation (periodic).
+    """Samples images ``(h, w)`` at ``x + field(x)`` (periodic boundaries).
 
     ``field`` is given on the coarse grid of :func:`coarse_motion` in output pixels and
-    interpolated to every pixel by :func:`catmull_rom_matrix` along y and x (two small
-    matrix products). The image is padded periodically by a margin that
-    holds the largest displacement plus the cubic kernel, so content leaving one side comes
-    back from the other, as with the Fourier shift of the global part.
-    ``torch.nn.functional.grid_sample`` (bicubic, Keys' kernel with a = −0.75) does the
-    sampling; it is about 40× faster on the CPU than :func:`cryowarp.core.interpolate`.
+    interpolated to every pixel by :func:`catmull_rom_matrix` along y and x (two small matrix
+    products). The image is padded periodically by a margin that holds the largest
+    displacement plus the kernel, so content leaving one side comes back from the other, as
+    with the Fourier shift of the global part. Methods:
+
+    ``"cubic"``
+        ``torch.nn.functional.grid_sample`` bicubic (Keys' kernel with a = −0.75): one fused
+        kernel, fast, but only first-order accurate (a position bias of up to ~0.04 px that
+        depends on the sub-pixel fraction).
+    ``"bspline"``
+        Cubic B-spline interpolation: the spectrum is prefiltered (:meth:`prefilter_rfft`,
+        free before the inverse FFT) and the spline is evaluated with four bilinear
+        ``grid_sample`` calls (Sigg & Hadwiger, GPU Gems 2, ch. 20). Fourth-order accurate
+        (~1000× smaller error than ``"cubic"`` at 0.05 cycles/px), ~10× the cost on a CPU.
     """
 
-    def __init__(self, shape: tuple[int, int], *, max_shift_px: float, device: torch.device):
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        *,
+        max_shift_px: float,
+        device: torch.device,
+        method: Literal["cubic", "bspline"] = "cubic",
+    ):
         h, w = shape
         self.shape = shape
+        self.method = method
         # Bounded by the image: a margin wider than the image cannot be wrapped by F.pad.
         self.margin = min(math.ceil(max_shift_px) + 3, h - 1, w - 1)
         hp, wp = h + 2 * self.margin, w + 2 * self.margin
@@ -221,8 +238,25 @@ class FieldDeformer:
         ys = torch.arange(h, dtype=torch.float32, device=device) + self.margin
         xs = torch.arange(w, dtype=torch.float32, device=device) + self.margin
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-        self._base = torch.stack([xx, yy], dim=-1) * self._to_normalised - 1.0  # (h, w, 2)
+        self._base_px = torch.stack([xx, yy], dim=-1)  # (h, w, 2) in padded pixels
         self._matrices: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._prefilter: torch.Tensor | None = None
+        if method == "bspline":
+            fy = torch.fft.fftfreq(h, device=device, dtype=torch.float64)
+            fx = torch.fft.rfftfreq(w, device=device, dtype=torch.float64)
+            # The sampled cubic B-spline has the response (2 + cos 2πf) / 3 per axis.
+            ry, rx = (
+                3.0 / (2.0 + torch.cos(2 * math.pi * fy)),
+                3.0 / (2.0 + torch.cos(2 * math.pi * fx)),
+            )
+            self._prefilter = (ry[:, None] * rx[None, :]).float()  # (h, w//2 + 1)
+
+    def prefilter_rfft(
+        self,
+        spectrum: torch.Tensor,  # (h, w//2 + 1)
+    ) -> torch.Tensor:  # (h, w//2 + 1)
+        """The spectrum of the image's interpolation coefficients (identity for ``"cubic"``)."""
+        return spectrum if self._prefilter is None else spectrum * self._prefilter
 
     def dense_field(
         self,
@@ -241,14 +275,56 @@ class FieldDeformer:
 
     def __call__(
         self,
-        image: torch.Tensor,  # (h, w)
+        image: torch.Tensor,  # (h, w) values ("cubic") or coefficients ("bspline")
         field_px: torch.Tensor,  # (gy, gx, 2)
     ) -> torch.Tensor:  # (h, w)
         """``image`` sampled at ``x + field(x)`` (the content moves by ``−field``)."""
         m = self.margin
         padded = F.pad(image[None, None], (m, m, m, m), mode="circular")
-        grid = self._base + self.dense_field(field_px) * self._to_normalised
+        positions_px = self._base_px + self.dense_field(field_px)  # (h, w, 2)
+        if self.method == "bspline":
+            return _bspline_sample(padded, positions_px, self._to_normalised)
+        grid = positions_px * self._to_normalised - 1.0
         out = F.grid_sample(
             padded, grid[None], mode="bicubic", padding_mode="border", align_corners=True
         )
         return out[0, 0]
+
+
+def _bspline_axis(
+    p: torch.Tensor,  # (h, w) positions along one axis, pixels
+    to_normalised: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weight ``g0`` of the first pair of taps and the normalised positions of the two
+    bilinear fetches that evaluate a cubic B-spline at ``p`` (weights w0…w3 on taps
+    ``i − 1 … i + 2``; ``g0 = w0 + w1``, fetches at ``i − 1 + w1/g0`` and ``i + 1 + w3/g1``)."""
+    t = p - torch.floor(p)
+    t2 = t * t
+    t3 = t2 * t
+    g0 = (5.0 - 3.0 * t - 3.0 * t2 + 2.0 * t3) / 6.0
+    start = p - t  # i
+    q0 = start - 1.0 + (3.0 * t3 - 6.0 * t2 + 4.0) / (6.0 * g0)
+    q1 = start + 1.0 + t3 / (6.0 * (1.0 - g0))
+    return g0, q0 * to_normalised - 1.0, q1 * to_normalised - 1.0
+
+
+def _bspline_sample(
+    coefficients: torch.Tensor,  # (1, 1, H, W)
+    positions_px: torch.Tensor,  # (h, w, 2)
+    to_normalised: torch.Tensor,  # (2,)
+) -> torch.Tensor:  # (h, w)
+    g0x, q0x, q1x = _bspline_axis(positions_px[..., 0], float(to_normalised[0]))
+    g0y, q0y, q1y = _bspline_axis(positions_px[..., 1], float(to_normalised[1]))
+    grid = torch.empty(1, *positions_px.shape, dtype=positions_px.dtype, device=positions_px.device)
+    out: torch.Tensor | None = None
+    for gx, qx in ((g0x, q0x), (1.0 - g0x, q1x)):
+        grid[0, ..., 0] = qx
+        for gy, qy in ((g0y, q0y), (1.0 - g0y, q1y)):
+            grid[0, ..., 1] = qy
+            fetched = F.grid_sample(
+                coefficients, grid, mode="bilinear", padding_mode="border", align_corners=True
+            )[0, 0]
+            term = fetched * (gx * gy)
+            out = term if out is None else out.add_(term)
+    assert out is not None
+    return out

@@ -12,7 +12,9 @@ Gradients are exact (autograd) and :class:`torch.optim.LBFGS` with a strong-Wolf
 search minimises the cost. The temporal resolution of the global grid is refined in stages
 (3 nodes, then 9, 27, … up to the target), each stage starting from the previous one
 resampled; the first stage starts from a whole-frame cross-correlation track
-(:mod:`._xcorr_init`). The local grid is fitted together with the global one in every stage.
+(:mod:`._xcorr_init`). A last stage fits the local grid together with the global one
+(global-only stages converge in few iterations; the local field is zero-mean, so they are
+not biased by it).
 
 Gauge: the cost cannot see shifts that are constant in time (per patch), so frame 0 is held
 at zero in both grids; a small penalty keeps the local field's spatial mean at zero (it would
@@ -35,14 +37,18 @@ from cryowarp.preprocess.motion.settings import MotionSettings
 
 __all__ = ["MotionFit", "StageReport", "estimate_motion", "global_stage_nodes"]
 
-_LOCAL_MEAN_PENALTY = 1.0  # per Å² of spatial mean of the local field (cost is ~O(1))
+_LOCAL_MEAN_PENALTY = 1.0  # per Å² of spatial mean of the local field (the cost is ~O(1))
+_TOLERANCE_A = 0.002  # stop when a round of L-BFGS iterations moves no node by more (Å)
+_ROUND = 5  # L-BFGS iterations per round
 
 
 @dataclass(frozen=True)
 class StageReport:
-    """One refinement stage: its global nodes, cost before/after, evaluations, seconds."""
+    """One refinement stage: global nodes, whether the local grid was fitted, the cost
+    before and after, cost evaluations and seconds."""
 
     global_nodes: int
+    local: bool
     cost_start: float
     cost_end: float
     evaluations: int
@@ -166,7 +172,8 @@ class _Cost:
         if self.local:
             loc = torch.cat([torch.zeros_like(local_free[:, :1]), local_free], dim=1)
             mean = loc.mean(dim=(-2, -1))  # node mean ≈ spatial mean of the surface
-            cost = cost + _LOCAL_MEAN_PENALTY * mean.square().sum() / max(1, mean.shape[1])
+            penalty = mean.square().sum() / max(1, mean.shape[1])
+            cost = cost + _LOCAL_MEAN_PENALTY * penalty
         return cost
 
 
@@ -174,14 +181,23 @@ def _lbfgs(
     cost: _Cost, global_free: torch.Tensor, local_free: torch.Tensor, *, max_iterations: int
 ) -> tuple[float, float, int]:
     """Minimise ``cost`` over the tensors that require gradients; returns the cost before
-    and after and the number of evaluations."""
+    and after and the number of evaluations.
+
+    L-BFGS runs in rounds of a few iterations (its history carries over) and stops when a
+    round moves no grid node by more than ``_TOLERANCE_A`` or after ``max_iterations``.
+    """
+    trainable = [p for p in (global_free, local_free) if p.requires_grad]
+    with torch.no_grad():
+        start = float(cost(global_free, local_free))
+    if not trainable:
+        return start, start, 1
     optimizer = torch.optim.LBFGS(
-        [p for p in (global_free, local_free) if p.requires_grad],
+        trainable,
         lr=1.0,
-        max_iter=max_iterations,
+        max_iter=_ROUND,
         history_size=20,
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-14,
         line_search_fn="strong_wolfe",
     )
     evaluations = 0
@@ -194,9 +210,14 @@ def _lbfgs(
         evaluations += 1
         return value
 
-    with torch.no_grad():
-        start = float(cost(global_free, local_free))
-    optimizer.step(closure)  # type: ignore[no-untyped-call]
+    for _ in range(max(1, max_iterations // _ROUND)):
+        before = [p.detach().clone() for p in trainable]
+        optimizer.step(closure)  # type: ignore[no-untyped-call]
+        moved = max(
+            float((p.detach() - q).abs().max()) for p, q in zip(trainable, before, strict=True)
+        )
+        if moved < _TOLERANCE_A:
+            break
     with torch.no_grad():
         end = float(cost(global_free, local_free))
     return start, end, evaluations
@@ -265,34 +286,35 @@ def estimate_motion(
     cost = _Cost(data, n_frames=n, field_size_a=field_size_a, local_dims=local_dims)
     gx, gy, gt = local_dims
     local_free = torch.zeros(2, max(gt - 1, 0), gy, gx, device=frames.device)
-    global_nodes: torch.Tensor | None = None
+    global_nodes = torch.zeros(2, 1, device=frames.device)
     stages = []
-    plan = global_stage_nodes(n, settings.global_temporal_nodes)
-    for index, nodes in enumerate(plan):
+    plan: list[tuple[int, bool]] = [
+        (nodes, False) for nodes in global_stage_nodes(n, settings.global_temporal_nodes)
+    ]
+    if cost.local and gt > 1:
+        plan.append((plan[-1][0], True))  # finally global and local together
+    for index, (nodes, with_local) in enumerate(plan):
         started = time.perf_counter()
-        if global_nodes is None:
+        if index == 0:
             global_nodes = _nodes_from_track(track, nodes)
-        else:
+        elif nodes != global_nodes.shape[1]:
             global_nodes = resize_cubic_grid(global_nodes, (nodes,))
-        global_free = (global_nodes[:, 1:] - global_nodes[:, :1]).clone().requires_grad_(True)
-        local_param = local_free.clone().requires_grad_(cost.local and gt > 1)
-        if nodes == 1:  # a single node: no motion to fit
-            global_free.requires_grad_(False)
-            start = end = float(cost(global_free, local_param).detach())
-            evaluations = 1
-        else:
-            start, end, evaluations = _lbfgs(
-                cost, global_free, local_param, max_iterations=settings.max_iterations
-            )
+        global_free = (global_nodes[:, 1:] - global_nodes[:, :1]).clone()
+        global_free.requires_grad_(nodes > 1)
+        local_param = local_free.clone().requires_grad_(with_local)
+        start, end, evaluations = _lbfgs(
+            cost, global_free, local_param, max_iterations=settings.max_iterations
+        )
         with torch.no_grad():
             zeros = torch.zeros_like(global_free[:, :1])
             global_nodes = torch.cat([zeros, global_free.detach()], dim=1)
             local_free = local_param.detach()
         stages.append(
-            StageReport(nodes, start, end, evaluations, time.perf_counter() - started)
+            StageReport(nodes, with_local, start, end, evaluations, time.perf_counter() - started)
         )
         if progress is not None:
-            progress(f"global grid 1×1×{nodes}: cost {end:.5f}", (index + 1) / len(plan))
+            what = f"global 1×1×{nodes}" + (f" + local {gx}×{gy}×{gt}" if with_local else "")
+            progress(f"{what}: cost {end:.5f}", (index + 1) / len(plan))
     assert global_nodes is not None
     first = torch.zeros(2, 1, gy, gx, device=frames.device, dtype=local_free.dtype)
     local_nodes = torch.cat([first, local_free], dim=1)  # frame 0 held at zero
