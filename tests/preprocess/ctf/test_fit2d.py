@@ -23,7 +23,9 @@ from cryowarp.preprocess.ctf.spectra import centred_full_spectrum
 from ._synthetic import optics_params, synthetic_spectra
 
 
-@pytest.mark.parametrize(("astig_um", "angle_deg"), [(0.05, 30.0), (0.15, -60.0)])
+@pytest.mark.parametrize(
+    ("astig_um", "angle_deg"), [(0.05, 30.0), pytest.param(0.15, -60.0, marks=pytest.mark.slow)]
+)
 def test_astigmatism_magnitude_and_angle(astig_um: float, angle_deg: float) -> None:
     params = optics_params(pixel_size_a=1.5, defocus_um=1.8, astig_um=astig_um, angle_deg=angle_deg)
     spectrum = synthetic_spectra(params, 256, n_averaged=30, seed=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cryowarp.preprocess.ctf.estimate import estimate_ctf_from_spectrum
@@ -27,6 +28,7 @@ def test_ring_resolution_interpolates_the_threshold_crossing() -> None:
     assert abs(resolution - 1 / 0.1975) < 1e-6
 
 
+@pytest.mark.slow
 def test_resolution_of_a_spectrum_with_known_ring_extent() -> None:
     # Rings up to 1/6 Å⁻¹ and pure background above: the fit reports ≈ 6 Å.
     params = optics_params(pixel_size_a=1.0, defocus_um=1.5, astig_um=0.03, angle_deg=20.0)

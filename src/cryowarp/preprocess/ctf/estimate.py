@@ -40,8 +40,15 @@ from cryowarp.preprocess.ctf.spectra import (
 __all__ = ["estimate_ctf", "estimate_ctf_from_spectrum"]
 
 _MIN_SIZE_PX = 64
-#: A fit whose correlation over the fit range is below this has found no rings.
+#: A 2-D fit whose correlation over the fit range is below this has found no rings.
 _MIN_FIT_SCORE = 0.15
+
+
+def _ring_evidence_threshold(n_samples: int) -> float:
+    """Lowest 1-D search score that counts as Thon rings: ``6/√n`` for ``n`` samples in the
+    fit range (pure noise reaches about ``4.5/√n`` after the background, envelope and defocus
+    adapt to it; measured on Poisson noise), within [0.3, 0.9]."""
+    return min(0.9, max(0.3, 6.0 / math.sqrt(max(n_samples, 1))))
 
 
 def estimate_ctf(
@@ -182,7 +189,8 @@ def _estimate(
         defocus_step_um=settings.defocus_step_um,
         phase_shifts_rad=phases,
     )
-    if not math.isfinite(search.score) or search.score < _MIN_FIT_SCORE:
+    n_samples = int(((k >= fit_range[0]) & (k <= fit_range[1])).sum())
+    if not math.isfinite(search.score) or search.score < _ring_evidence_threshold(n_samples):
         return _failure(
             f"no Thon rings found between {1 / fit_range[0]:.1f} and {1 / fit_range[1]:.1f} Å "
             f"for defocus {settings.defocus_min_um}–{settings.defocus_max_um} µm "
@@ -258,7 +266,10 @@ def _result(
         image_size_xy_a=spectra.image_size_xy_a,
         resolution_a=math.nan,
         fit_score=math.nan,
-        **_optics_fields(optics),
+        pixel_size_a=optics.pixel_size_a,
+        voltage_kv=optics.voltage_kv,
+        cs_mm=optics.cs_mm,
+        amplitude_contrast=optics.amplitude_contrast,
     )
     centre = torch.tensor([[v / 2 for v in spectra.image_size_xy_a]], dtype=torch.float64)
     mean_defocus = float(provisional.defocus_at(centre)[0])
@@ -321,7 +332,10 @@ def _result(
             else None
         ),
         diagnostics=diagnostics,
-        **_optics_fields(optics),
+        pixel_size_a=optics.pixel_size_a,
+        voltage_kv=optics.voltage_kv,
+        cs_mm=optics.cs_mm,
+        amplitude_contrast=optics.amplitude_contrast,
     )
 
 
@@ -407,14 +421,12 @@ def _check_image(data: torch.Tensor) -> str | None:
     return None
 
 
-def _optics_fields(optics: Optics) -> dict[str, float]:
-    return {
-        "pixel_size_a": optics.pixel_size_a,
-        "voltage_kv": optics.voltage_kv,
-        "cs_mm": optics.cs_mm,
-        "amplitude_contrast": optics.amplitude_contrast,
-    }
-
-
 def _failure(reason: str, optics: Optics, size_a: tuple[float, float]) -> CtfResult:
-    return CtfResult.failure(reason, image_size_xy_a=size_a, **_optics_fields(optics))
+    return CtfResult.failure(
+        reason,
+        image_size_xy_a=size_a,
+        pixel_size_a=optics.pixel_size_a,
+        voltage_kv=optics.voltage_kv,
+        cs_mm=optics.cs_mm,
+        amplitude_contrast=optics.amplitude_contrast,
+    )

@@ -12,6 +12,7 @@ search.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -139,8 +140,8 @@ def fit_patches_2d(
 
     def patch_defocus() -> torch.Tensor:
         if plane:
-            centred = coords - 0.5
-            return defocus[0] + centred @ defocus[1:]
+            centred: torch.Tensor = defocus[0] + (coords - 0.5) @ defocus[1:]
+            return centred
         return evaluate_cubic_grid(defocus, coords)
 
     stage = targets
@@ -155,24 +156,6 @@ def fit_patches_2d(
         stage = _subset(targets, radius <= limit)
         _run_lbfgs(cost, variables, max_iterations)
     stage = targets
-    with torch.no_grad():
-        final = float(cost())
-        variables,
-        lr=1.0,
-        max_iter=max_iterations,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-10,
-        tolerance_change=1e-12,
-        history_size=20,
-    )
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        value = cost()
-        value.backward()
-        return value
-
-    optimiser.step(closure)
     with torch.no_grad():
         final = float(cost())
         per_patch = patch_defocus()
@@ -245,3 +228,36 @@ def astigmatism_start(
     ]
     best = max(range(len(candidates)), key=scores.__getitem__)
     return candidates[best]
+
+
+def _subset(targets: PatchTargets, keep: torch.Tensor) -> PatchTargets:
+    """Targets restricted to the samples ``keep`` ``(m,)``."""
+    return PatchTargets(
+        k_xy_per_a=targets.k_xy_per_a[keep],
+        normalised=targets.normalised[:, keep],
+        weight=targets.weight[:, keep],
+        coords=targets.coords,
+    )
+
+
+def _run_lbfgs(
+    cost: Callable[[], torch.Tensor], variables: list[torch.Tensor], max_iterations: int
+) -> None:
+    """Minimise ``cost`` over ``variables`` with L-BFGS and a strong-Wolfe line search."""
+    optimiser = torch.optim.LBFGS(
+        variables,
+        lr=1.0,
+        max_iter=max_iterations,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        history_size=20,
+    )
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = cost()
+        value.backward()  # type: ignore[no-untyped-call]
+        return value
+
+    optimiser.step(closure)  # type: ignore[no-untyped-call]

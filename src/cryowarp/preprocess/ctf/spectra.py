@@ -155,7 +155,8 @@ def _ramp_basis(s: int, *, device: torch.device) -> torch.Tensor:
     c = torch.linspace(-1.0, 1.0, s, device=device, dtype=torch.float64)
     y, x = torch.meshgrid(c, c, indexing="ij")
     basis = torch.stack([torch.ones_like(x), x, y]).reshape(3, -1)
-    return basis / basis.norm(dim=-1, keepdim=True)  # the three are orthogonal already
+    normalised: torch.Tensor = basis / basis.norm(dim=-1, keepdim=True)  # orthogonal already
+    return normalised
 
 
 def _remove_plane(patch: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:

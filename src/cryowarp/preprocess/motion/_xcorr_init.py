@@ -2,7 +2,7 @@
 
 Each frame is cross-correlated with the sum of all the others (band-limited, B-factor
 weighted, edges tapered); the peak, refined by a parabola through its neighbours, gives the
-frame's global shift. Two rounds, the second against the aligned sum. The L-BFGS fit starts
+frame's global shift. Four rounds, each against the sum aligned by the previous one. The L-BFGS fit starts
 from this track, so that large drift does not trap it in a side minimum of the correlation.
 """
 
@@ -44,7 +44,7 @@ def initial_global_track_a(
     min_resolution_a: float,
     max_resolution_a: float,
     bfactor_a2: float,
-    rounds: int = 2,
+    rounds: int = 4,
 ) -> torch.Tensor:  # (n, 2) Å, relative to frame 0
     """Global shift (Å, where the content moved to, conventions §4) of every frame."""
     n, h, w = frames.shape

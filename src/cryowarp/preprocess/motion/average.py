@@ -190,6 +190,11 @@ def average_frames(
                     sums[k] += to_real(spectrum * (weights.full_normaliser * mean_scale), field)
                 pending.clear()
 
+    # One check at the end instead of one per frame: a NaN or Inf anywhere reaches every sum.
+    if not all(bool(torch.isfinite(image).all()) for image in sums.values()):
+        raise InvalidValuesError(
+            None, "the frames contain NaN or Inf values", "check the gain reference and defects"
+        )
     if not split:
         average, odd, even = sums["all"], None, None
     else:
@@ -339,9 +344,4 @@ def _read_chunk(
         raise DimensionMismatchError(
             None, f"read_frames({start}, {stop}) returned {got}, expected a tensor {expected}"
         )
-    frames = frames.to(device=device, dtype=torch.float32)
-    if not bool(torch.isfinite(frames).all()):
-        raise InvalidValuesError(
-            None, f"frames {start}…{stop - 1} contain NaN or Inf values", "check the gain"
-        )
-    return frames
+    return frames.to(device=device, dtype=torch.float32)

@@ -32,7 +32,11 @@ import torch
 from cryowarp.core.spline_grid import evaluate_cubic_grid, resize_cubic_grid
 from cryowarp.preprocess.motion._xcorr_init import initial_global_track_a
 from cryowarp.preprocess.motion.model import FrameMotion
-from cryowarp.preprocess.motion.patches import PatchSpectra, patch_spectra
+from cryowarp.preprocess.motion.patches import (
+    PatchSpectra,
+    patch_spectra,
+    sparse_patch_indices,
+)
 from cryowarp.preprocess.motion.settings import MotionSettings
 
 __all__ = ["MotionFit", "StageReport", "estimate_motion", "global_stage_nodes"]
@@ -223,6 +227,19 @@ def _lbfgs(
     return start, end, evaluations
 
 
+def _patch_size_for_grid(
+    frame_shape: tuple[int, int], patch_size_px: int, nodes_xy: tuple[int, int], overlap: float
+) -> int:
+    """The patch size, reduced where needed so that there are at least as many patches as
+    local grid nodes along each axis (else the local grid is not determined by the data)."""
+    h, w = frame_shape
+    size = patch_size_px
+    for length, nodes in ((w, nodes_xy[0]), (h, nodes_xy[1])):
+        if nodes > 1:
+            size = min(size, int(length / (1 + (nodes - 1) * (1 - overlap))))
+    return max(size, 16)
+
+
 def _nodes_from_track(track_a: torch.Tensor, nodes: int) -> torch.Tensor:  # (n, 2) -> (2, T)
     """Values of a per-frame track at ``nodes`` evenly spaced times (linear interpolation)."""
     n = track_a.shape[0]
@@ -256,7 +273,8 @@ def estimate_motion(
     settings:
         Band, B-factor, grids, iterations, patch overlap.
     patch_size_px:
-        Patch edge in alignment pixels.
+        Patch edge in alignment pixels; reduced if there would be fewer patches than local
+        grid nodes along an axis.
     progress:
         Called with a message and the fraction of the fit done.
 
@@ -274,7 +292,20 @@ def estimate_motion(
         "bfactor_a2": settings.bfactor_a2,
     }
     frames = frames.float()
-    track = initial_global_track_a(frames, pixel_size_a=pixel_size_a, **band)
+    local_dims = settings.local_grid if settings.local_motion else (1, 1, 1)
+    patch_size_px = _patch_size_for_grid(
+        tuple(frames.shape[-2:]),  # type: ignore[arg-type]
+        patch_size_px,
+        local_dims[:2],
+        settings.patch_overlap,
+    )
+    track = initial_global_track_a(
+        frames,
+        pixel_size_a=pixel_size_a,
+        min_resolution_a=settings.min_resolution_a,
+        max_resolution_a=settings.max_resolution_a,
+        bfactor_a2=settings.bfactor_a2,
+    )
     data = patch_spectra(
         frames,
         pixel_size_a=pixel_size_a,
@@ -282,18 +313,39 @@ def estimate_motion(
         overlap=settings.patch_overlap,
         **band,
     )
-    local_dims = settings.local_grid if settings.local_motion else (1, 1, 1)
-    cost = _Cost(data, n_frames=n, field_size_a=field_size_a, local_dims=local_dims)
     gx, gy, gt = local_dims
+    fit_local = max(local_dims) > 1 and gt > 1
+    # Global-only stages need no overlapping patches, and the coarse ones no fine detail:
+    # they use a barely overlapping subset, the coarse stages also only half the frequencies.
+    sparse = data.subset(
+        sparse_patch_indices(
+            tuple(frames.shape[-2:]),  # type: ignore[arg-type]
+            patch_size_px=patch_size_px,
+            overlap=settings.patch_overlap,
+        )
+    )
+    coarse = sparse.low_pass(2) if sparse.size_px >= 64 else sparse
+    costs: dict[str, _Cost] = {}
+
+    def cost_for(kind: str) -> _Cost:
+        if kind not in costs:
+            chosen = {"coarse": coarse, "sparse": sparse, "all": data}[kind]
+            costs[kind] = _Cost(
+                chosen, n_frames=n, field_size_a=field_size_a, local_dims=local_dims
+            )
+        return costs[kind]
+
     local_free = torch.zeros(2, max(gt - 1, 0), gy, gx, device=frames.device)
     global_nodes = torch.zeros(2, 1, device=frames.device)
     stages = []
-    plan: list[tuple[int, bool]] = [
-        (nodes, False) for nodes in global_stage_nodes(n, settings.global_temporal_nodes)
+    node_plan = global_stage_nodes(n, settings.global_temporal_nodes)
+    plan: list[tuple[int, bool, str]] = [
+        (nodes, False, "sparse" if nodes == node_plan[-1] else "coarse") for nodes in node_plan
     ]
-    if cost.local and gt > 1:
-        plan.append((plan[-1][0], True))  # finally global and local together
-    for index, (nodes, with_local) in enumerate(plan):
+    if fit_local:
+        plan.append((node_plan[-1], True, "all"))  # finally global and local together
+    for index, (nodes, with_local, kind) in enumerate(plan):
+        cost = cost_for(kind)
         started = time.perf_counter()
         if index == 0:
             global_nodes = _nodes_from_track(track, nodes)

@@ -16,8 +16,16 @@ import torch
 
 from cryowarp.core.fourier_grids import frequency_magnitude
 from cryowarp.core.masks import raised_cosine_edge
+from cryowarp.core.resize import fourier_crop_or_pad
 
-__all__ = ["PatchSpectra", "band_weights", "edge_taper", "patch_layout", "patch_spectra"]
+__all__ = [
+    "PatchSpectra",
+    "band_weights",
+    "edge_taper",
+    "patch_layout",
+    "patch_spectra",
+    "sparse_patch_indices",
+]
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,26 @@ class PatchSpectra:
         """Number of patches ``p``."""
         return int(self.spectra.shape[0])
 
+    def subset(self, indices: torch.Tensor) -> PatchSpectra:
+        """The patches at ``indices`` only."""
+        indices = indices.to(self.spectra.device)
+        return PatchSpectra(
+            self.spectra[indices], self.centres_a[indices], self.size_px, self.pixel_size_a
+        )
+
+    def low_pass(self, factor: int) -> PatchSpectra:
+        """The same patches with only the lowest ``1/factor`` of the frequencies on each axis:
+        a Fourier crop, i.e. patches of ``size/factor`` pixels at ``factor ×`` the pixel size.
+        """
+        if factor == 1:
+            return self
+        size = self.size_px // factor
+        size -= size % 2
+        cropped = fourier_crop_or_pad(
+            self.spectra, shape=(self.size_px, self.size_px), new_shape=(size, size)
+        )
+        return PatchSpectra(cropped, self.centres_a, size, self.pixel_size_a * self.size_px / size)
+
 
 def patch_layout(
     frame_shape: tuple[int, int],
@@ -70,6 +98,23 @@ def patch_layout(
         starts.append(torch.linspace(0, length - size, n).round().long())
     ys, xs = torch.meshgrid(starts[1], starts[0], indexing="ij")
     return size, torch.stack([xs.flatten(), ys.flatten()], dim=-1)
+
+
+def sparse_patch_indices(
+    frame_shape: tuple[int, int], *, patch_size_px: int, overlap: float
+) -> torch.Tensor:  # (q,)
+    """Indices into :func:`patch_layout`'s patches of a subset that barely overlaps: every
+    ``round(1 / (1 − overlap))``-th patch along each axis (the last one always kept)."""
+    _, corners = patch_layout(frame_shape, patch_size_px=patch_size_px, overlap=overlap)
+    stride = max(1, round(1 / (1 - overlap)))
+    keep = []
+    for axis in (0, 1):
+        values = torch.unique(corners[:, axis])
+        chosen = values[::stride]
+        if chosen[-1] != values[-1]:
+            chosen = torch.cat([chosen, values[-1:]])
+        keep.append(torch.isin(corners[:, axis], chosen))
+    return torch.nonzero(keep[0] & keep[1]).flatten()
 
 
 def edge_taper(
@@ -137,7 +182,7 @@ def patch_spectra(
     -------
     PatchSpectra
     """
-    n, h, w = frames.shape
+    h, w = frames.shape[-2:]
     size, corners = patch_layout((h, w), patch_size_px=patch_size_px, overlap=overlap)
     device = frames.device
     taper = edge_taper((size, size), device=device, dtype=frames.dtype)
