@@ -215,7 +215,7 @@ class FieldDeformer:
         Cubic B-spline interpolation: the spectrum is prefiltered (:meth:`prefilter_rfft`,
         free before the inverse FFT) and the spline is evaluated with four bilinear
         ``grid_sample`` calls (Sigg & Hadwiger, GPU Gems 2, ch. 20). Fourth-order accurate
-        (~1000× smaller error than ``"cubic"`` at 0.05 cycles/px), ~10× the cost on a CPU.
+        (~1000× smaller error than ``"cubic"`` at 0.05 cycles/px), ~2–4× the cost on a CPU.
     """
 
     def __init__(

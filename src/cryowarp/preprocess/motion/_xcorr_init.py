@@ -2,8 +2,9 @@
 
 Each frame is cross-correlated with the sum of all the others (band-limited, B-factor
 weighted, edges tapered); the peak, refined by a parabola through its neighbours, gives the
-frame's global shift. Four rounds, each against the sum aligned by the previous one. The L-BFGS fit starts
-from this track, so that large drift does not trap it in a side minimum of the correlation.
+frame's global shift. Four rounds, each against the sum aligned by the previous one. The
+L-BFGS fit starts from this track, so that large drift does not trap it in a side minimum of
+the correlation.
 """
 
 from __future__ import annotations

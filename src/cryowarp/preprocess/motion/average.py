@@ -117,7 +117,7 @@ def average_frames(
     interpolation:
         How the local residual is applied: ``"cubic"`` (``grid_sample`` bicubic, fast,
         first-order accurate) or ``"bspline"`` (prefiltered cubic B-spline, fourth-order
-        accurate, ~10× the deformation cost on a CPU); see docs/motion_average.md.
+        accurate, ~2–4× the deformation cost on a CPU); see docs/motion_average.md.
 
     Returns
     -------

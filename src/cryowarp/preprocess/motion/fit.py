@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cryowarp.core.spline_grid import evaluate_cubic_grid, resize_cubic_grid
+from cryowarp.core.spline_grid import evaluate_cubic_grid, grid_node_coords, resize_cubic_grid
 from cryowarp.preprocess.motion._xcorr_init import initial_global_track_a
 from cryowarp.preprocess.motion.model import FrameMotion
 from cryowarp.preprocess.motion.patches import (
@@ -41,7 +41,8 @@ from cryowarp.preprocess.motion.settings import MotionSettings
 
 __all__ = ["MotionFit", "StageReport", "estimate_motion", "global_stage_nodes"]
 
-_LOCAL_MEAN_PENALTY = 1.0  # per Å² of spatial mean of the local field (the cost is ~O(1))
+_LOCAL_MEAN_PENALTY = 1e-2  # per Å² of spatial mean of the local field (the cost is ~O(1));
+# it only lifts the degeneracy between the local mean and the global track, so it can be weak.
 _TOLERANCE_A = 0.002  # stop when a round of L-BFGS iterations moves no node by more (Å)
 _ROUND = 5  # L-BFGS iterations per round
 
@@ -139,6 +140,7 @@ class _Cost:
         )  # (p, n, 3)
         self.local_dims = local_dims
         self.local = max(local_dims) > 1
+        self.mean_weights = _surface_mean_weights(local_dims[1], local_dims[0], device=device)
 
     def shifts_a(self, global_free: torch.Tensor, local_free: torch.Tensor) -> torch.Tensor:
         """``(p, n, 2)`` shifts (Å) of every patch in every frame."""
@@ -175,7 +177,7 @@ class _Cost:
         cost = -score.mean()
         if self.local:
             loc = torch.cat([torch.zeros_like(local_free[:, :1]), local_free], dim=1)
-            mean = loc.mean(dim=(-2, -1))  # node mean ≈ spatial mean of the surface
+            mean = (loc * self.mean_weights).sum(dim=(-2, -1))  # (2, t) spatial means
             penalty = mean.square().sum() / max(1, mean.shape[1])
             cost = cost + _LOCAL_MEAN_PENALTY * penalty
         return cost
@@ -225,6 +227,18 @@ def _lbfgs(
     with torch.no_grad():
         end = float(cost(global_free, local_free))
     return start, end, evaluations
+
+
+def _surface_mean_weights(
+    gy: int, gx: int, *, device: torch.device, samples: int = 33
+) -> torch.Tensor:  # (gy, gx)
+    """Weights ``w`` with ``Σ w · nodes`` = the mean over the field of the natural cubic
+    spline surface through ``nodes`` (the surface is linear in its nodes)."""
+    basis = torch.eye(gy * gx, dtype=torch.float64, device=device).reshape(-1, gy, gx)
+    dims = (samples if gx > 1 else 1, samples if gy > 1 else 1)
+    coords = grid_node_coords(dims, device=device, dtype=torch.float64)  # (sy, sx, 2)
+    surfaces = evaluate_cubic_grid(basis, coords[None].expand(gy * gx, *coords.shape))
+    return surfaces.mean(dim=(-2, -1)).reshape(gy, gx).float()
 
 
 def _patch_size_for_grid(
