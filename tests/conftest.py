@@ -1,12 +1,18 @@
-"""Shared fixtures: the real-data folder and the devices to test on."""
+"""Shared fixtures: the real-data folder, the devices to test on and simulated movies that are
+written once a session."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from cryowarp.simulate.ground_truth import FrameSeriesTruth
 
 _REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CRYOWARP_SHARED_DATA", _REPO.parent / "shared" / "data"))
@@ -35,6 +41,43 @@ def warp_reference(shared_data: Path) -> Path:
 def device(request: pytest.FixtureRequest) -> torch.device:
     """Every device test runs on the CPU and, when present, on CUDA."""
     return torch.device(request.param)
+
+
+@dataclass(frozen=True)
+class SimulatedFrameSeries:
+    """A simulated dataset of one movie: its files and the ground truth that made it."""
+
+    folder: Path
+    movie: Path  # movie_000.mrc
+    gain: Path
+    truth: FrameSeriesTruth
+
+
+def _simulate_once(folder: Path, seed: int, **overrides: object) -> SimulatedFrameSeries:
+    from cryowarp.simulate.ground_truth import load_ground_truth
+    from cryowarp.simulate.presets import frame_series_preset
+    from cryowarp.simulate.write import write_frame_series_dataset
+
+    if not (folder / "ground_truth" / "ground_truth.json").is_file():
+        settings = frame_series_preset("tiny", **overrides)
+        write_frame_series_dataset(folder, settings, n_movies=1, seed=seed)
+    truth = load_ground_truth(folder)
+    return SimulatedFrameSeries(folder, truth.movie_path, truth.gain_path, truth)
+
+
+@pytest.fixture(scope="session")
+def tiny_frame_series(tmp_path_factory: pytest.TempPathFactory) -> SimulatedFrameSeries:
+    """``frame_series_preset("tiny")`` (256², 8 frames of 1 e⁻/Å², 1.5 Å/px, gain and defects),
+    seed 0, simulated once a session. Treat the folder as read-only."""
+    return _simulate_once(tmp_path_factory.getbasetemp() / "tiny_frame_series", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_frame_series_128(tmp_path_factory: pytest.TempPathFactory) -> SimulatedFrameSeries:
+    """The tiny preset at 128² (seed 5), simulated once a session: end-to-end motion correction
+    in a few seconds. Treat the folder as read-only."""
+    folder = tmp_path_factory.getbasetemp() / "tiny_frame_series_128"
+    return _simulate_once(folder, seed=5, shape_px=(128, 128))
 
 
 @pytest.fixture(autouse=True)

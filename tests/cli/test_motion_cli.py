@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,8 +21,6 @@ from cryowarp.preprocess.motion.model import FrameMotion
 from cryowarp.preprocess.motion.settings import MotionSettings
 from cryowarp.preprocess.motion.summary import motion_summary
 from cryowarp.simulate.ground_truth import load_ground_truth
-from cryowarp.simulate.presets import frame_series_preset
-from cryowarp.simulate.write import write_frame_series_dataset
 
 runner = CliRunner()
 app = typer.Typer()
@@ -33,14 +32,11 @@ FAST = ["--patch-size", "64", "--max-iterations", "15", "--local-grid", "2x2x2"]
 
 
 @pytest.fixture(scope="session")
-def movie(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def movie(tiny_frame_series_128: Any) -> Path:
     """One tiny movie (128², 8 frames, 1 e⁻/Å² per frame, 1.5 Å/px) with its gain and truth
-    (the same data as tests/preprocess/motion/test_correct.py, simulated once a session)."""
-    folder = tmp_path_factory.getbasetemp() / "motion_tiny_128"
-    if not (folder / "ground_truth" / "ground_truth.json").is_file():
-        settings = frame_series_preset("tiny", shape_px=SHAPE)
-        write_frame_series_dataset(folder, settings, n_movies=1, seed=5)
-    return folder / "movie_000.mrc"
+    (tests/conftest.py, simulated once a session)."""
+    path: Path = tiny_frame_series_128.movie
+    return path
 
 
 @pytest.fixture

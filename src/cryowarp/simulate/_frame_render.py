@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from cryowarp.core.ctf import ctf_2d
-from cryowarp.core.deform import deform_image, field_node_positions_px
+from cryowarp.core.deform import bspline_prefilter_rfft, deform_image, field_node_positions_px
 from cryowarp.core.dose import dose_weights
 from cryowarp.core.fourier import irfft_centered, rfft_centered
 from cryowarp.core.projection import project_real
@@ -225,8 +225,10 @@ def render_frames(
                 mid_dose[start:stop], (h, w), pixel_size_a=px, normalize=False
             )
         if local_px is not None:
-            moved = torch.fft.irfft2(background_chunk, s=(h, w))
-            chunk += deform_image(moved, local_px[start:stop])
+            # B-spline coefficients straight from the spectrum (the prefilter costs no FFT).
+            prefilter = bspline_prefilter_rfft((h, w), device=background_chunk.device)
+            moved = torch.fft.irfft2(background_chunk * prefilter, s=(h, w))
+            chunk += deform_image(moved, local_px[start:stop], prefiltered=True)
         else:
             chunk += torch.fft.irfft2(background_chunk, s=(h, w))
         del background_chunk

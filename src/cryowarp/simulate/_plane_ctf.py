@@ -11,6 +11,13 @@ ice), linearly interpolated between nodes.  The node spacing keeps the aberratio
 difference between neighbours at Nyquist ``π λ h k_Nyq² ≤ 0.5 rad`` (interpolation error
 ≤ 3 % of the CTF amplitude there, less at lower frequency), with at most ``_MAX_NODES``
 nodes.  Without sample tilt there is one node: a single whole-field FFT.
+
+The zero-frequency sample (the mean phase, mostly the ice's mean inner potential) is a phase
+of the whole wave, which no phase plate can make visible: it is multiplied by the amplitude
+contrast ``A`` alone (the CTF at ``k = 0`` without phase plate, the mean darkening that stands
+in for inelastic loss, docs/simulator.md), whatever the phase shift.  With a 90° phase plate
+``CTF(0) ≈ 1`` would otherwise darken the image by ``2 φ_ice`` (≈ 1.8 for 300 Å of ice), far
+below zero intensity.
 """
 
 from __future__ import annotations
@@ -53,10 +60,20 @@ def apply_sample_ctf(
     """``F⁻¹[CTF_δ(x,y) · F[image]]`` with the defocus of the mid-plane at each point of the
     input (see the module docstring); on ``image``'s device."""
     h, w = image.shape
+    spectrum = _filtered_spectrum(image, ctf)
+    spectrum[0, 0] = image.sum() * ctf.amplitude_contrast  # the mean: see the module docstring
+    return torch.fft.irfft2(spectrum, s=(h, w))
+
+
+def _filtered_spectrum(
+    image: torch.Tensor,  # (h, w)
+    ctf: SampleCTF,
+) -> torch.Tensor:  # (h, w//2+1) complex
+    """``F[image]`` times the CTF of the mid-plane at each point (strips, module docstring)."""
+    h, w = image.shape
     device = image.device
     if ctf.sample_tilt_deg == 0:
-        spectrum = torch.fft.rfft2(image) * ctf_2d(ctf.ctf_params(), (h, w)).to(device)
-        return torch.fft.irfft2(spectrum, s=(h, w))
+        return torch.fft.rfft2(image) * ctf_2d(ctf.ctf_params(), (h, w)).to(device)
     relative, low = _defocus_map_um(ctf, (h, w))  # µm from the lowest defocus `low`
     relative = relative.to(device)
     span = float(relative.max())
@@ -65,8 +82,7 @@ def apply_sample_ctf(
     step_um = 1e-4 * _NODE_PHASE_RAD / (math.pi * wavelength_a * k_nyquist**2)
     n_intervals = min(math.ceil(span / step_um), _MAX_NODES - 1)
     if n_intervals == 0:
-        spectrum = torch.fft.rfft2(image) * ctf_2d(ctf.ctf_params(low), (h, w)).to(device)
-        return torch.fft.irfft2(spectrum, s=(h, w))
+        return torch.fft.rfft2(image) * ctf_2d(ctf.ctf_params(low), (h, w)).to(device)
     step_um = span / n_intervals
     offsets = step_um * torch.arange(n_intervals + 1, dtype=torch.float32)
     base, quadrature, k2 = (t.to(device) for t in _ctf_basis(ctf, low, (h, w)))
@@ -79,7 +95,7 @@ def apply_sample_ctf(
         phase = (math.pi * wavelength_a * 1e4) * chunk[:, None, None] * k2
         strips *= base * torch.cos(phase) + quadrature * torch.sin(phase)
         spectrum += strips.sum(0)
-    return torch.fft.irfft2(spectrum, s=(h, w))
+    return spectrum
 
 
 def _ctf_basis(

@@ -59,6 +59,35 @@ def test_recovers_defocus_and_astigmatism_of_a_simulated_movie(
     assert abs(float(result.defocus_at(centre)[0]) - truth.ctf.defocus_um) < 0.01
 
 
+@pytest.fixture(scope="module")
+def phase_plate_movie(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[torch.Tensor, FrameSeriesTruth]:
+    folder = tmp_path_factory.mktemp("ctf_phase_plate")
+    settings = frame_series_preset("tiny", phase_shift_deg=90.0, defocus_range_um=(0.8, 0.8))
+    write_frame_series_dataset(folder, settings, n_movies=1, seed=1)
+    return _frames(folder)
+
+
+def test_recovers_defocus_and_phase_shift_of_a_phase_plate_movie(
+    phase_plate_movie: tuple[torch.Tensor, FrameSeriesTruth],
+) -> None:
+    # With a 90° phase plate the CTF is ≈ cos χ: strong rings from the lowest frequencies.
+    frames, truth = phase_plate_movie
+    settings = CtfSettings(
+        window_size_px=256,
+        max_iterations=30,
+        fit_phase_shift=True,
+        defocus_min_um=0.3,
+        defocus_max_um=1.5,
+    )
+    result = estimate_ctf(frames, pixel_size_a=truth.ctf.pixel_size_a, settings=settings)
+    assert not result.failed, result.failure_reason
+    assert abs(result.defocus_um - truth.ctf.defocus_um) < 0.05  # measured: 3 nm
+    assert abs(result.phase_shift_deg - truth.ctf.phase_shift_deg) < 10.0  # measured: 0.6°
+    assert result.fit_score > 0.5
+
+
 def test_constant_image_fails_with_a_reason() -> None:
     result = estimate_ctf(torch.full((256, 256), 3.0), pixel_size_a=1.5)
     assert result.failed

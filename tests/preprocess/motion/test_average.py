@@ -167,7 +167,7 @@ def _field_mean(motion: FrameMotion) -> torch.Tensor:  # (n, 2)
 
 def test_true_motion_recovers_the_frame_zero_reference(scene, device: torch.device) -> None:  # type: ignore[no-untyped-def]
     reference, motion, frames = scene
-    result = _average(frames, motion, device)
+    result = _average(frames, motion, device, aligned_stack=True)
     corrected = _correlation(result.average, reference)
     global_only = _correlation(_average(frames, _global_only(motion), device).average, reference)
     none = _correlation(frames.mean(0), reference)
@@ -177,13 +177,14 @@ def test_true_motion_recovers_the_frame_zero_reference(scene, device: torch.devi
     assert result.average.device.type == device.type
     assert result.shape == (H, W)
     assert result.pixel_size_a == pytest.approx(PIXEL_A)
-    assert _relative_rms(result.average, reference) < 0.03
-    # The prefiltered B-spline is ~5× more accurate than grid_sample's bicubic.
-    bspline = _average(frames, motion, device, interpolation="bspline", aligned_stack=True)
-    assert bspline.aligned_stack is not None
-    assert _relative_rms(bspline.average, reference) < 0.005
+    # The default prefiltered B-spline is ~5× more accurate than grid_sample's bicubic.
+    assert result.aligned_stack is not None
+    assert _relative_rms(result.average, reference) < 0.005
     for t in range(N_FRAMES):
-        assert _relative_rms(bspline.aligned_stack[t], reference) < 0.01
+        assert _relative_rms(result.aligned_stack[t], reference) < 0.01
+    cubic = _average(frames, motion, device, interpolation="cubic")
+    assert _relative_rms(result.average, reference) < _relative_rms(cubic.average, reference) / 3
+    assert _relative_rms(cubic.average, reference) < 0.03
 
 
 def test_content_moved_by_plus_s_is_brought_back(device: torch.device) -> None:
@@ -420,7 +421,8 @@ def test_aligned_stack_holds_each_aligned_frame(scene, device: torch.device) -> 
     assert stack.shape == (N_FRAMES, H, W)
     for t in range(N_FRAMES):
         assert _correlation(stack[t], reference) > 0.998
-    torch.testing.assert_close(stack.mean(0), result.average, atol=1e-5, rtol=0)
+    # float32 rounding of values up to ~1.5 (the frames go through different batches)
+    torch.testing.assert_close(stack.mean(0), result.average, atol=2e-5, rtol=0)
     binned = _average(frames, motion, device, aligned_stack=True, output_shape=(H // 2, W // 2))
     assert binned.aligned_stack is not None
     assert binned.aligned_stack.shape == (N_FRAMES, H // 2, W // 2)

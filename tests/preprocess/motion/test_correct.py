@@ -39,8 +39,6 @@ from cryowarp.preprocess.motion.model import FrameMotion
 from cryowarp.preprocess.motion.settings import MotionSettings, MovieInputSettings
 from cryowarp.preprocess.motion.summary import motion_summary, summary_positions_a
 from cryowarp.simulate.ground_truth import FrameSeriesTruth, load_ground_truth
-from cryowarp.simulate.presets import frame_series_preset
-from cryowarp.simulate.write import write_frame_series_dataset
 
 SHAPE = (128, 128)
 PIXEL_A = 1.5
@@ -48,13 +46,11 @@ FAST = MotionSettings(patch_size_px=64, max_iterations=15, local_grid=(2, 2, 2),
 
 
 @pytest.fixture(scope="session")
-def movie(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny movie (128², 8 frames, 1 e⁻/Å² per frame, 1.5 Å/px) with its gain and truth."""
-    folder = tmp_path_factory.getbasetemp() / "motion_tiny_128"
-    if not (folder / "ground_truth" / "ground_truth.json").is_file():
-        settings = frame_series_preset("tiny", shape_px=SHAPE)
-        write_frame_series_dataset(folder, settings, n_movies=1, seed=5)
-    return folder / "movie_000.mrc"
+def movie(tiny_frame_series_128: Any) -> Path:
+    """One tiny movie (128², 8 frames, 1 e⁻/Å² per frame, 1.5 Å/px) with its gain and truth
+    (tests/conftest.py, simulated once a session)."""
+    path: Path = tiny_frame_series_128.movie
+    return path
 
 
 def _inputs(movie: Path) -> MovieInputSettings:

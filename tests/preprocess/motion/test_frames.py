@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,9 +38,7 @@ from cryowarp.preprocess.motion.frames import (
     load_movie,
 )
 from cryowarp.preprocess.motion.settings import MovieInputSettings
-from cryowarp.simulate.ground_truth import load_ground_truth
-from cryowarp.simulate.presets import frame_series_preset
-from cryowarp.simulate.write import write_frame_series_dataset, write_movie
+from cryowarp.simulate.write import write_movie
 
 PIXEL_A = 1.5
 
@@ -57,19 +56,21 @@ class Dataset:
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    folder = tmp_path_factory.mktemp("tiny_movie")
-    ds = write_frame_series_dataset(folder, frame_series_preset("tiny"), n_movies=1, seed=3)
-    raw, _ = read_mrc(ds.movies[0])
-    tiff = folder / "movie_000.tif"
+def tiny(tiny_frame_series: Any, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """The session's tiny movie (tests/conftest.py) plus a TIFF copy of its raw frames."""
+    series = tiny_frame_series
+    raw, _ = read_mrc(series.movie)
+    tiff = tmp_path_factory.mktemp("tiny_tiff") / "movie_000.tif"
     write_movie(tiff, torch.from_numpy(raw.astype(np.int64)), pixel_size_a=PIXEL_A)
-    truth = load_ground_truth(folder)
+    truth = series.truth
     hot = np.zeros(raw.shape[1:], bool)
     for x, y in truth.hot_pixels_xy.tolist():
         hot[y, x] = True
     dead = np.zeros(raw.shape[1:], bool)
     dead[:, truth.dead_columns.numpy()] = True
-    return Dataset(folder, ds.movies[0], tiff, ds.gain, raw, read_gain(ds.gain), hot, dead)
+    return Dataset(
+        series.folder, series.movie, tiff, series.gain, raw, read_gain(series.gain), hot, dead
+    )
 
 
 def _settings(**kw: object) -> MovieInputSettings:

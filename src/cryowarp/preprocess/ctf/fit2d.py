@@ -1,12 +1,14 @@
 """2-D fit of all patch spectra: spatial defocus model, global astigmatism, phase shift.
 
-Cost (Warp's): for each patch, the normalised correlation over the fit-range annulus of the
-simulated ``(E/B)·CTF²`` (envelope over background, from the 1-D fit) with the
-background-normalised spectrum ``(P − B)/B``; the mean over patches is maximised. Defocus at a
+Cost (Warp's): for each patch, the normalised correlation over the fit-range annulus (polar
+bins weighted by their sample counts, polar.py) of the simulated ``(E/B)·CTF²`` (envelope over
+background, from the 1-D fit) with the background-normalised spectrum ``(P − B)/B``; the mean
+over patches is maximised. Defocus at a
 patch is a natural cubic spline grid (Warp dims X×Y×1, core/spline_grid.py) evaluated at the
 patch centre, or a plane; astigmatism is the 2-vector ``(δ cos 2θ, δ sin 2θ)``
 (docs/conventions.md §6). Gradients by autograd; ``torch.optim.LBFGS`` with a strong-Wolfe line
-search.
+search, stopped when the cost changes by less than ``1e-7`` (a correlation) between
+iterations.
 """
 
 from __future__ import annotations
@@ -17,34 +19,17 @@ from dataclasses import dataclass
 
 import torch
 
-from cryowarp.core.ctf import ctf_at_frequencies
-from cryowarp.core.fourier_grids import frequency_grid
-from cryowarp.core.radial import expand_radial_profile
 from cryowarp.core.spline_grid import evaluate_cubic_grid, fit_cubic_grid, grid_node_coords
+from cryowarp.preprocess.ctf.model import CtfSquaredModel
+from cryowarp.preprocess.ctf.polar import PatchTargets
 from cryowarp.preprocess.ctf.search1d import Optics
 
-__all__ = [
-    "Fit2dResult",
-    "PatchTargets",
-    "astigmatism_start",
-    "correlation_score",
-    "fit_patches_2d",
-    "patch_targets",
-]
+__all__ = ["Fit2dResult", "astigmatism_start", "correlation_score", "fit_patches_2d"]
 
-
-@dataclass(frozen=True, eq=False)
-class PatchTargets:
-    """Fit-range samples of every patch: frequencies, normalised spectrum and model weight.
-
-    ``k_xy_per_a`` ``(m, 2)`` frequencies (Å⁻¹); ``normalised`` ``(p, m)`` ``(P − B)/B``;
-    ``weight`` ``(p, m)`` ``E/B``; ``coords`` ``(p, 2)`` patch centres in normalised (x, y).
-    """
-
-    k_xy_per_a: torch.Tensor  # (m, 2)
-    normalised: torch.Tensor  # (p, m)
-    weight: torch.Tensor  # (p, m)
-    coords: torch.Tensor  # (p, 2)
+#: Patches the coarse astigmatism search looks at (spread over the field).
+_ASTIGMATISM_PATCHES = 9
+#: Candidate-patch-bin products evaluated at once by the astigmatism search.
+_CHUNK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,33 +44,6 @@ class Fit2dResult:
     phase_shift_rad: float
     score: float
     patch_defocus_um: torch.Tensor  # (p,)
-
-
-def patch_targets(
-    spectra: torch.Tensor,  # (p, s, s//2+1)
-    background: torch.Tensor,  # (p, n)
-    envelope: torch.Tensor,  # (p, n)
-    coords: torch.Tensor,  # (p, 2)
-    *,
-    pixel_size_a: float,
-    fit_range_per_a: tuple[float, float],
-) -> PatchTargets:
-    """Collect the annulus of the fit range from every patch spectrum (rfft layout, §3)."""
-    s = spectra.shape[-2]
-    shape = (s, s)
-    grid = (
-        frequency_grid(shape, nyquist_positive=True, device=spectra.device, dtype=torch.float64)
-        / pixel_size_a
-    )
-    radius = grid.norm(dim=-1)
-    mask = (radius >= fit_range_per_a[0]) & (radius <= fit_range_per_a[1])
-    mask[:, 0] &= torch.arange(s, device=mask.device) <= s // 2  # each k once on the kx = 0 column
-    b2d = expand_radial_profile(background, shape=shape)[:, mask]
-    e2d = expand_radial_profile(envelope, shape=shape)[:, mask]
-    values = spectra.to(torch.float64)[:, mask]
-    return PatchTargets(
-        k_xy_per_a=grid[mask], normalised=(values - b2d) / b2d, weight=e2d / b2d, coords=coords
-    )
 
 
 def fit_patches_2d(
@@ -107,11 +65,13 @@ def fit_patches_2d(
     Parameters
     ----------
     targets:
-        From :func:`patch_targets`.
+        Polar bins of every patch (:func:`~cryowarp.preprocess.ctf.polar.polar_targets`).
     defocus_um, phase_shift_rad:
         Start values (from the 1-D search).
     grid_dims:
         Spline nodes (X, Y) of the defocus grid; ``None`` or ``plane=True`` for a plane.
+    max_iterations:
+        L-BFGS iterations of each of the two stages (half, then all of the fit range).
     astig_init_um:
         Start astigmatism ``(δ cos 2θ, δ sin 2θ)`` in µm.
     patch_defocus_start_um:
@@ -119,7 +79,7 @@ def fit_patches_2d(
         surface is their least-squares fit (a local optimum is avoided on steep gradients).
     """
     device = targets.normalised.device
-    dtype = torch.float64
+    dtype = targets.normalised.dtype
     plane = plane or grid_dims is None
     coords = targets.coords.to(dtype)
     start = (
@@ -144,18 +104,20 @@ def fit_patches_2d(
             return centred
         return evaluate_cubic_grid(defocus, coords)
 
-    stage = targets
+    stage, model = targets, CtfSquaredModel(targets.k_xy_per_a, optics)
 
     def cost() -> torch.Tensor:
-        return -correlation_score(stage, optics, patch_defocus(), astig[0], astig[1], phase).mean()
+        score = correlation_score(stage, model, patch_defocus(), astig[0], astig[1], phase)
+        return -score.mean()
 
     # Coarse to fine: half the frequency range first, where the cost has wider basins.
     radius = targets.k_xy_per_a.norm(dim=-1)
     low, high = float(radius.min()), float(radius.max())
     for limit in (low + 0.5 * (high - low), high):
-        stage = _subset(targets, radius <= limit)
+        stage = targets.subset(radius <= limit)
+        model = CtfSquaredModel(stage.k_xy_per_a, optics)
         _run_lbfgs(cost, variables, max_iterations)
-    stage = targets
+    stage, model = targets, CtfSquaredModel(targets.k_xy_per_a, optics)
     with torch.no_grad():
         final = float(cost())
         per_patch = patch_defocus()
@@ -165,79 +127,78 @@ def fit_patches_2d(
         else:
             grid = defocus.detach().clone()
     return Fit2dResult(
-        grid_um=grid.detach(),
+        grid_um=grid.detach().to(torch.float64),
         astig_x_um=float(astig[0].detach()),
         astig_y_um=float(astig[1].detach()),
         phase_shift_rad=float(phase.detach()),
         score=-final,
-        patch_defocus_um=per_patch.detach(),
+        patch_defocus_um=per_patch.detach().to(torch.float64),
     )
 
 
 def correlation_score(
     targets: PatchTargets,
-    optics: Optics,
-    defocus_um: torch.Tensor,  # (p,)
-    astig_x_um: torch.Tensor,
-    astig_y_um: torch.Tensor,
-    phase_shift_rad: torch.Tensor,
-) -> torch.Tensor:  # (p,)
-    """Per-patch normalised correlation of ``(E/B)·CTF²`` with ``(P − B)/B``."""
-    params = optics.params(
-        defocus_um, phase_shift_rad=phase_shift_rad, astig_x_um=astig_x_um, astig_y_um=astig_y_um
-    )
-    model = targets.weight * ctf_at_frequencies(params, targets.k_xy_per_a).square()
-    a = model - model.mean(-1, keepdim=True)
-    b = targets.normalised - targets.normalised.mean(-1, keepdim=True)
-    norm = (a.square().sum(-1) * b.square().sum(-1)).sqrt().clamp(min=1e-30)
-    return (a * b).sum(-1) / norm
+    model: CtfSquaredModel,
+    defocus_um: torch.Tensor,  # (..., p)
+    astig_x_um: torch.Tensor,  # (...) or (..., 1)
+    astig_y_um: torch.Tensor,  # (...) or (..., 1)
+    phase_shift_rad: torch.Tensor,  # (...) or (..., 1)
+) -> torch.Tensor:  # (..., p)
+    """Per-patch normalised correlation of ``(E/B)·CTF²`` with ``(P − B)/B`` over the polar
+    bins, each bin weighted by its sample count; a batch of candidate models ``(...)``.
+    ``model`` is the :class:`CtfSquaredModel` of ``targets.k_xy_per_a``."""
+    weights = targets.counts / targets.counts.sum()
+    ctf2 = model(defocus_um.to(weights.dtype), astig_x_um, astig_y_um, phase_shift_rad)
+    simulated = targets.weight * ctf2
+    a = simulated - (simulated * weights).sum(-1, keepdim=True)
+    b = targets.normalised - (targets.normalised * weights).sum(-1, keepdim=True)
+    wb = weights * b
+    norm = ((a.square() * weights).sum(-1) * (wb * b).sum(-1)).sqrt().clamp(min=1e-30)
+    return (a * wb).sum(-1) / norm
 
 
 def astigmatism_start(
     targets: PatchTargets,
     optics: Optics,
     *,
-    defocus_um: float,
+    defocus_um: torch.Tensor | float,  # (p,) or scalar
     phase_shift_rad: float,
     magnitudes_um: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4),
     n_angles: int = 12,
 ) -> tuple[float, float, float]:
-    """Best mean defocus (µm) and ``(δ cos 2θ, δ sin 2θ)`` (µm) of a coarse grid.
+    """Best shift of the mean defocus (µm) and ``(δ cos 2θ, δ sin 2θ)`` (µm) of a coarse grid.
 
     The rotational average of astigmatic rings can lock the 1-D search onto ``U`` or ``V``
-    rather than the mean, so each candidate ``δ`` is tried with the mean at
-    ``defocus_um − δ``, ``defocus_um`` and ``defocus_um + δ``.
+    rather than the mean, so each candidate ``δ`` is tried with the mean shifted by ``−δ``,
+    0 and ``+δ``. All candidates are scored at once on up to ``_ASTIGMATISM_PATCHES`` patches
+    spread over the field, each at its own start defocus.
     """
-    dtype = torch.float64
+    dtype = targets.normalised.dtype
     device = targets.normalised.device
-    candidates = [(defocus_um, 0.0, 0.0)]
+    candidates = [(0.0, 0.0, 0.0)]
     for delta in magnitudes_um:
         for i in range(n_angles):
             two_theta = 2 * math.pi * i / n_angles
             for shift in (-delta, 0.0, delta):
-                candidates.append(
-                    (defocus_um + shift, delta * math.cos(two_theta), delta * math.sin(two_theta))
-                )
-    ones = torch.ones(targets.normalised.shape[0], dtype=dtype, device=device)
+                candidates.append((shift, delta * math.cos(two_theta), delta * math.sin(two_theta)))
+    p = targets.normalised.shape[0]
+    # Distinct patches: the linspace step is at least 1.
+    chosen = torch.linspace(0, p - 1, min(p, _ASTIGMATISM_PATCHES), device=device).round().long()
+    subset = targets.patches(chosen)
+    base = torch.as_tensor(defocus_um, dtype=dtype, device=device).expand(p)[chosen]
+    table = torch.tensor(candidates, dtype=dtype, device=device)  # (c, 3)
     phase = torch.tensor(phase_shift_rad, dtype=dtype, device=device)
-    scores = [
-        float(
-            correlation_score(targets, optics, mean * ones, ones[0] * x, ones[0] * y, phase).mean()
+    per_chunk = max(1, _CHUNK_ELEMENTS // subset.normalised.numel())
+    model = CtfSquaredModel(subset.k_xy_per_a, optics)
+    scores = []
+    for start in range(0, table.shape[0], per_chunk):
+        chunk = table[start : start + per_chunk]
+        score = correlation_score(
+            subset, model, base + chunk[:, :1], chunk[:, 1:2], chunk[:, 2:3], phase
         )
-        for mean, x, y in candidates
-    ]
-    best = max(range(len(candidates)), key=scores.__getitem__)
+        scores.append(score.mean(-1))
+    best = int(torch.argmax(torch.cat(scores)))
     return candidates[best]
-
-
-def _subset(targets: PatchTargets, keep: torch.Tensor) -> PatchTargets:
-    """Targets restricted to the samples ``keep`` ``(m,)``."""
-    return PatchTargets(
-        k_xy_per_a=targets.k_xy_per_a[keep],
-        normalised=targets.normalised[:, keep],
-        weight=targets.weight[:, keep],
-        coords=targets.coords,
-    )
 
 
 def _run_lbfgs(
@@ -249,9 +210,9 @@ def _run_lbfgs(
         lr=1.0,
         max_iter=max_iterations,
         line_search_fn="strong_wolfe",
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
-        history_size=20,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-7,
+        history_size=10,
     )
 
     def closure() -> torch.Tensor:

@@ -14,37 +14,51 @@ import math
 import torch
 
 from cryowarp.core.electron import electron_wavelength_a
-from cryowarp.core.fourier_grids import frequency_grid
 from cryowarp.preprocess.ctf.search1d import Optics
 
 __all__ = ["rescaled_profile", "ring_resolution_a", "sliding_correlation"]
 
 
 def rescaled_profile(
-    normalised: torch.Tensor,  # (p, s, s//2+1)
+    normalised: torch.Tensor,  # (p, m)
+    k_xy_per_a: torch.Tensor,  # (m, 2)
+    counts: torch.Tensor,  # (m,)
     patch_defocus_um: torch.Tensor,  # (p,)
     optics: Optics,
     *,
     astig_x_um: float,
     astig_y_um: float,
     reference_defocus_um: float,
+    window_size_px: int,
 ) -> torch.Tensor:  # (s//2+1,)
     """Rotational average of all patches after mapping each sample to the reference defocus.
 
-    Shell ``i`` is at ``i / (s · pixel_size_a)`` Å⁻¹; empty shells are 0.
+    Parameters
+    ----------
+    normalised:
+        ``(P − B)/B`` of every patch at ``m`` frequencies (polar bins or grid samples).
+    k_xy_per_a, counts:
+        The frequencies (Å⁻¹) of the samples and their weights (samples per bin).
+    patch_defocus_um:
+        Fitted mean defocus of every patch (µm).
+    astig_x_um, astig_y_um, reference_defocus_um:
+        Fitted astigmatism ``(δ cos 2θ, δ sin 2θ)`` and the common defocus (µm).
+    window_size_px:
+        Patch side ``s``: shell ``i`` of the result is at ``i / (s · pixel_size_a)`` Å⁻¹;
+        empty shells are 0.
     """
-    s = normalised.shape[-2]
+    s = window_size_px
     dtype = torch.float64
-    k = frequency_grid((s, s), nyquist_positive=True, device=normalised.device, dtype=dtype)
-    k = k / optics.pixel_size_a
+    k = k_xy_per_a.to(dtype)
     k2 = k.square().sum(-1)
-    cos2 = torch.where(k2 > 0, (k[..., 0].square() - k[..., 1].square()) / k2.clamp(min=1e-30), 0)
-    sin2 = torch.where(k2 > 0, 2 * k[..., 0] * k[..., 1] / k2.clamp(min=1e-30), 0)
-    local = patch_defocus_um.to(dtype)[:, None, None] + astig_x_um * cos2 + astig_y_um * sin2
+    safe = k2.clamp(min=1e-30)
+    cos2 = torch.where(k2 > 0, (k[:, 0].square() - k[:, 1].square()) / safe, 0)
+    sin2 = torch.where(k2 > 0, 2 * k[:, 0] * k[:, 1] / safe, 0)
+    local = patch_defocus_um.to(dtype)[:, None] + astig_x_um * cos2 + astig_y_um * sin2
     lam = float(electron_wavelength_a(torch.tensor(optics.voltage_kv, dtype=dtype)))
     a_ref = math.pi * lam * reference_defocus_um * 1e4
     b = 0.5 * math.pi * optics.cs_mm * 1e7 * lam**3
-    phase = math.pi * lam * local * 1e4 * k2 - b * k2.square()  # (p, s, half)
+    phase = math.pi * lam * local * 1e4 * k2 - b * k2.square()  # (p, m)
     if b > 0:
         disc = a_ref * a_ref - 4 * b * phase
         u = (a_ref - disc.clamp(min=0).sqrt()) / (2 * b)
@@ -54,11 +68,12 @@ def rescaled_profile(
         valid = torch.ones_like(u, dtype=torch.bool)
     shells = torch.round(u.clamp(min=0).sqrt() * s * optics.pixel_size_a).to(torch.int64)
     valid &= shells <= s // 2
+    weights = counts.to(dtype).expand_as(u)
     sums = torch.zeros(s // 2 + 1, dtype=dtype, device=normalised.device)
-    counts = torch.zeros_like(sums)
-    sums.scatter_add_(0, shells[valid], normalised.to(dtype)[valid])
-    counts.scatter_add_(0, shells[valid], torch.ones_like(sums[:1]).expand(int(valid.sum())))
-    return sums / counts.clamp(min=1)
+    totals = torch.zeros_like(sums)
+    sums.scatter_add_(0, shells[valid], (normalised.to(dtype) * weights)[valid])
+    totals.scatter_add_(0, shells[valid], weights[valid])
+    return sums / totals.clamp(min=1e-30)
 
 
 def sliding_correlation(

@@ -57,24 +57,25 @@ class Optics:
 
 @dataclass(frozen=True, eq=False)
 class Search1dResult:
-    """Best 1-D fit.
+    """Best 1-D fit of each profile of a batch ``(...)``.
 
     Attributes
     ----------
     defocus_um, phase_shift_rad, score:
-        Best mean defocus (µm), phase shift (rad) and its correlation score.
+        ``(...)`` best mean defocus (µm, refined between grid steps), phase shift (rad) and
+        its correlation score.
     background, envelope:
-        ``(n,)`` background ``B`` and envelope ``E`` re-estimated from the best fit.
+        ``(..., n)`` background ``B`` and envelope ``E`` re-estimated from the best fit.
     scores:
-        ``(m, q)`` scores of every (defocus, phase shift) candidate in the last round.
+        ``(..., m, q)`` scores of every (defocus, phase shift) candidate in the last round.
     """
 
-    defocus_um: float
-    phase_shift_rad: float
-    score: float
-    background: torch.Tensor  # (n,)
-    envelope: torch.Tensor  # (n,)
-    scores: torch.Tensor  # (m, q)
+    defocus_um: torch.Tensor  # (...)
+    phase_shift_rad: torch.Tensor  # (...)
+    score: torch.Tensor  # (...)
+    background: torch.Tensor  # (..., n)
+    envelope: torch.Tensor  # (..., n)
+    scores: torch.Tensor  # (..., m, q)
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -100,7 +101,7 @@ def ctf_squared_1d(
 
 
 def search_defocus_1d(
-    profile: torch.Tensor,  # (n,)
+    profile: torch.Tensor,  # (..., n)
     frequencies_per_a: torch.Tensor,  # (n,)
     optics: Optics,
     *,
@@ -110,12 +111,15 @@ def search_defocus_1d(
     phase_shifts_rad: torch.Tensor | None = None,  # (q,)
     rounds: int = 3,
 ) -> Search1dResult:
-    """Exhaustive search of mean defocus (and phase shift) on a 1-D power spectrum.
+    """Exhaustive search of mean defocus (and phase shift) on 1-D power spectra.
+
+    Every profile of the batch is searched independently; the scores of all candidates are
+    matrix products of the ``CTF²`` table with the profiles.
 
     Parameters
     ----------
     profile:
-        Rotationally averaged power spectrum (any positive scale).
+        ``(..., n)`` rotationally averaged power spectra (any positive scale).
     frequencies_per_a:
         Frequencies of the samples in Å⁻¹.
     optics:
@@ -129,50 +133,77 @@ def search_defocus_1d(
     rounds:
         Search → background/envelope re-estimation rounds.
     """
-    profile = profile.to(torch.float64)
-    k = frequencies_per_a.to(device=profile.device, dtype=torch.float64)
+    batch = profile.shape[:-1]
+    values = profile.to(torch.float64).reshape(-1, profile.shape[-1])  # (b, n)
+    k = frequencies_per_a.to(device=values.device, dtype=torch.float64)
     low, high = defocus_range_um
     count = max(math.floor((high - low) / defocus_step_um + 1e-9) + 1, 2)
-    defoci = torch.linspace(low, low + (count - 1) * defocus_step_um, count, dtype=k.dtype)
-    defoci = defoci.to(k.device)
+    defoci = low + defocus_step_um * torch.arange(count, dtype=k.dtype, device=k.device)
     phases = (
         torch.zeros(1, dtype=k.dtype, device=k.device)
         if phase_shifts_rad is None
-        else phase_shifts_rad.to(device=k.device, dtype=k.dtype)
+        else phase_shifts_rad.to(device=k.device, dtype=k.dtype).reshape(-1)
     )
     mask = (k >= fit_range_per_a[0]) & (k <= fit_range_per_a[1])
-    ctf2 = ctf_squared_1d(optics, k, defoci, phases)  # (m, q, n)
+    table = ctf_squared_1d(optics, k, defoci, phases).reshape(-1, k.shape[0])  # (m·q, n)
 
-    background = fit_background(profile, k, fit_range_per_a)
-    normalised = (profile - background) / background
+    background = fit_background(values, k, fit_range_per_a)
+    normalised = (values - background) / background
     weight = fit_background(normalised.abs(), k, fit_range_per_a).clamp(min=1e-12)
-    best = (0, 0)
-    scores = torch.zeros(ctf2.shape[:2], dtype=k.dtype, device=k.device)
-    envelope = torch.zeros_like(profile)
+    envelope = torch.zeros_like(values)
+    scores = torch.zeros(values.shape[0], table.shape[0], dtype=k.dtype, device=k.device)
+    best = torch.zeros(values.shape[0], dtype=torch.int64, device=k.device)
     for _ in range(rounds):
-        scores = pearson(weight * ctf2, normalised, mask)
-        flat_index = int(torch.argmax(torch.nan_to_num(scores, nan=-2.0)))
-        best = (flat_index // scores.shape[1], flat_index % scores.shape[1])
-        background, envelope = fit_background_and_envelope(profile, ctf2[best], k, fit_range_per_a)
-        normalised = (profile - background) / background
+        scores = _correlations(table[:, mask], weight[:, mask], normalised[:, mask])
+        best = torch.argmax(torch.nan_to_num(scores, nan=-2.0), dim=-1)
+        background, envelope = fit_background_and_envelope(values, table[best], k, fit_range_per_a)
+        normalised = (values - background) / background
         weight = envelope / background
-    defocus = _parabolic_peak(scores[:, best[1]], best[0], defoci)
+    grid_scores = scores.reshape(-1, count, phases.shape[0])
+    best_defocus, best_phase = best // phases.shape[0], best % phases.shape[0]
+    column = grid_scores[torch.arange(best.shape[0], device=k.device), :, best_phase]  # (b, m)
+    defocus = _parabolic_peak(column, best_defocus, defoci)
     return Search1dResult(
-        defocus_um=defocus,
-        phase_shift_rad=float(phases[best[1]]),
-        score=float(scores[best]),
-        background=background,
-        envelope=envelope,
-        scores=scores,
+        defocus_um=defocus.reshape(batch),
+        phase_shift_rad=phases[best_phase].reshape(batch),
+        score=scores.gather(-1, best[:, None])[:, 0].reshape(batch),
+        background=background.reshape(profile.shape),
+        envelope=envelope.reshape(profile.shape),
+        scores=grid_scores.reshape(*batch, count, phases.shape[0]),
     )
 
 
-def _parabolic_peak(values: torch.Tensor, index: int, grid: torch.Tensor) -> float:
-    """Sub-step position of the maximum of ``values`` on the even ``grid`` near ``index``."""
-    if index == 0 or index == len(values) - 1:
-        return float(grid[index])
-    left, centre, right = (float(v) for v in values[index - 1 : index + 2])
+def _correlations(
+    table: torch.Tensor,  # (c, n)
+    weight: torch.Tensor,  # (b, n)
+    target: torch.Tensor,  # (b, n)
+) -> torch.Tensor:  # (b, c)
+    """Pearson correlation of ``weight · table[c]`` with ``target`` for every pair, from
+    matrix products (no ``(b, c, n)`` tensor)."""
+    n = target.shape[-1]
+    centred = target - target.mean(-1, keepdim=True)
+    numerator = (weight * centred) @ table.T
+    sums = weight @ table.T
+    squares = weight.square() @ table.square().T
+    variance = (squares - sums.square() / n).clamp(min=0)
+    norm = (variance * centred.square().sum(-1, keepdim=True)).sqrt().clamp(min=1e-30)
+    return numerator / norm
+
+
+def _parabolic_peak(
+    values: torch.Tensor,  # (b, m)
+    index: torch.Tensor,  # (b,)
+    grid: torch.Tensor,  # (m,)
+) -> torch.Tensor:  # (b,)
+    """Sub-step position of the maximum of each row of ``values`` on the even ``grid`` near
+    ``index`` (the grid point itself at the ends of the grid)."""
+    m = values.shape[-1]
+    inner = index.clamp(1, m - 2)
+    left, centre, right = (values.gather(-1, (inner + d)[:, None])[:, 0] for d in (-1, 0, 1))
     curvature = left - 2 * centre + right
-    offset = 0.0 if curvature >= 0 else 0.5 * (left - right) / curvature
-    step = float(grid[1] - grid[0])
-    return float(grid[index]) + max(-0.5, min(0.5, offset)) * step
+    safe = torch.where(curvature < 0, curvature, -torch.ones_like(curvature))
+    offset = torch.where(curvature < 0, 0.5 * (left - right) / safe, torch.zeros_like(safe))
+    at_end = (index == 0) | (index == m - 1)
+    offset = torch.where(at_end, torch.zeros_like(offset), offset.clamp(-0.5, 0.5))
+    step = grid[1] - grid[0]
+    return grid[index] + offset * step

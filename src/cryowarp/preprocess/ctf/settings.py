@@ -117,6 +117,12 @@ class CtfSettings(BaseModel):
             raise ValueError(f"spatial_grid needs ≥ 1 node per axis, got {self.spatial_grid}")
         return self
 
+    def fit_range_per_a(self, pixel_size_a: float) -> tuple[float, float]:
+        """``(low, high)`` frequencies of the fit range in Å⁻¹ at ``pixel_size_a`` (Å): from
+        ``1/min_resolution_a`` to ``1/max_resolution_a``, at most 98 % of Nyquist."""
+        nyquist = 0.5 / pixel_size_a
+        return 1.0 / self.min_resolution_a, min(1.0 / self.max_resolution_a, 0.98 * nyquist)
+
     @property
     def grid_dims(self) -> tuple[int, int, int]:
         """Warp dims (X, Y, 1) of the stored defocus grid ('plane' is stored on 2 × 2 nodes,

@@ -24,6 +24,9 @@ __all__ = [
 ]
 
 
+_CHUNK_ELEMENTS = 1 << 24  # pixels of patches transformed at once (64 MB in float32)
+
+
 @dataclass(frozen=True, eq=False)
 class PatchPowerSpectra:
     """Power spectra of the patches of one micrograph.
@@ -75,6 +78,8 @@ def patch_power_spectra(
     Each patch has its mean and linear ramp removed and a raised-cosine edge (``s/16`` px)
     applied before ``|rfft|²``; spectra of frames are summed over the frames (immune to
     motion between frames). The window is clipped to the largest even size that fits.
+    Computed in float32 (float64 input stays float64), a row of patches of a chunk of frames
+    at a time.
 
     Parameters
     ----------
@@ -98,23 +103,33 @@ def patch_power_spectra(
             None,
             f"expected an image (h, w) or frames (n, h, w), got {tuple(image_or_frames.shape)}",
         )
+    dtype = torch.float64 if frames.dtype == torch.float64 else torch.float32
+    device = frames.device
     h, w = frames.shape[-2:]
     s = min(window_size_px, h - h % 2, w - w % 2)
     xs, ys = patch_starts_px(w, s, overlap), patch_starts_px(h, s, overlap)
-    taper = _taper(s, device=frames.device, dtype=torch.float64)
-    ramp = _ramp_basis(s, device=frames.device)
-    spectra = []
-    centres = []
+    taper = _taper(s, device=device, dtype=dtype)
+    ramp = _ramp_basis(s, device=device, dtype=dtype)
+    columns = (torch.tensor(xs, device=device)[:, None] + torch.arange(s, device=device)).flatten()
+    per_chunk = max(1, _CHUNK_ELEMENTS // (len(xs) * s * s))
+    rows = []
     for y0 in ys:
-        for x0 in xs:
-            patch = frames[:, y0 : y0 + s, x0 : x0 + s].to(torch.float64)
-            patch = _remove_plane(patch, ramp) * taper
-            power = torch.fft.rfftn(patch, dim=(-2, -1)).abs().square().sum(0)
-            spectra.append(power)
-            centres.append(((x0 + s / 2 - 0.5) * pixel_size_a, (y0 + s / 2 - 0.5) * pixel_size_a))
+        power = torch.zeros(len(xs), s, s // 2 + 1, dtype=dtype, device=device)
+        for f0 in range(0, frames.shape[0], per_chunk):
+            strip = frames[f0 : f0 + per_chunk, y0 : y0 + s].to(dtype)  # (f, s, w)
+            patches = strip[..., columns].reshape(-1, s, len(xs), s).transpose(1, 2)
+            patches = _remove_plane(patches.reshape(-1, s, s), ramp) * taper  # (f·px, s, s)
+            spectra = torch.fft.rfft2(patches).abs().square()
+            power += spectra.reshape(-1, len(xs), s, s // 2 + 1).sum(0)
+        rows.append(power)
+    centres = [
+        ((x0 + s / 2 - 0.5) * pixel_size_a, (y0 + s / 2 - 0.5) * pixel_size_a)
+        for y0 in ys
+        for x0 in xs
+    ]
     return PatchPowerSpectra(
-        spectra=torch.stack(spectra),
-        centres_xy_a=torch.tensor(centres, dtype=torch.float64, device=frames.device),
+        spectra=torch.cat(rows),
+        centres_xy_a=torch.tensor(centres, dtype=torch.float64, device=device),
         window_size_px=s,
         pixel_size_a=pixel_size_a,
         image_size_xy_a=(w * pixel_size_a, h * pixel_size_a),
@@ -150,9 +165,9 @@ def _taper(s: int, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return profile[:, None] * profile[None, :]
 
 
-def _ramp_basis(s: int, *, device: torch.device) -> torch.Tensor:
+def _ramp_basis(s: int, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(3, s*s)`` orthonormal basis of constant, x-ramp and y-ramp."""
-    c = torch.linspace(-1.0, 1.0, s, device=device, dtype=torch.float64)
+    c = torch.linspace(-1.0, 1.0, s, device=device, dtype=dtype)
     y, x = torch.meshgrid(c, c, indexing="ij")
     basis = torch.stack([torch.ones_like(x), x, y]).reshape(3, -1)
     normalised: torch.Tensor = basis / basis.norm(dim=-1, keepdim=True)  # orthogonal already

@@ -2,35 +2,37 @@
 
 Each frame is aligned to the geometry of frame 0 by moving every pixel with the motion at its
 own position, ``aligned_t(x) = frame_t(x + s(x, t))`` (docs/conventions.md §4), and the aligned
-frames are averaged with Warp's exposure weights (conventions §7). The motion is split into
+frames are averaged with Warp's exposure weights (conventions §7). The motion is sampled on a
+coarse grid (:mod:`cryowarp.preprocess.motion._deform`) and split into
 
 * a **global** part, the spatial mean of ``s`` over the field, applied exactly as a Fourier
   phase ramp, and
-* a **local** residual, applied in real space by bicubic interpolation at the output scale
-  (:mod:`cryowarp.preprocess.motion._deform`).
+* a **local** residual, applied in real space at the output scale by
+  :func:`cryowarp.core.deform.deform_image` (deformation by ``−s``).
 
-Frames whose local residuals differ by less than ``local_tolerance_px`` from their group's
-mean share one inverse transform and one deformation, so the cost stays close to one FFT per
-frame. docs/motion_average.md describes the method and its accuracy.
+Consecutive frames whose local residuals lie within ``local_tolerance_px`` of their group's
+mean (:func:`group_frames`) are summed in Fourier space and share one inverse transform and
+one deformation, so the cost stays close to one FFT per frame. docs/motion_average.md
+describes the method, its accuracy and its cost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from cryowarp.core.deform import DeformInterpolation, bspline_prefilter_rfft, deform_image
 from cryowarp.core.dose import dose_weights
 from cryowarp.core.fourier import hermitian_symmetrize_rfft
 from cryowarp.core.resize import fourier_crop_or_pad
 from cryowarp.core.shift import shift_phase_ramp
 from cryowarp.errors import DimensionMismatchError, InvalidValuesError
-from cryowarp.preprocess.motion._deform import FieldDeformer, coarse_motion, group_frames
+from cryowarp.preprocess.motion._deform import coarse_motion
 from cryowarp.preprocess.motion.model import MotionField
 
-__all__ = ["MotionAverages", "average_frames"]
+__all__ = ["MotionAverages", "average_frames", "group_frames"]
 
 #: Local residuals smaller than this everywhere (output pixels) are not applied at all.
 NEGLIGIBLE_LOCAL_PX = 1e-3
@@ -82,7 +84,7 @@ def average_frames(
     aligned_stack: bool = False,
     frames_per_chunk: int = 4,
     device: torch.device | str | None = None,
-    interpolation: Literal["cubic", "bspline"] = "cubic",
+    interpolation: DeformInterpolation = "bspline",
 ) -> MotionAverages:
     """Motion-corrected, exposure-weighted average (and half-averages) of a frame series.
 
@@ -115,9 +117,10 @@ def average_frames(
     device:
         Where the work happens and the results live (default: CPU).
     interpolation:
-        How the local residual is applied: ``"cubic"`` (``grid_sample`` bicubic, fast,
-        first-order accurate) or ``"bspline"`` (prefiltered cubic B-spline, fourth-order
-        accurate, ~2–4× the deformation cost on a CPU); see docs/motion_average.md.
+        How the local residual is applied (:func:`cryowarp.core.deform.deform_image`):
+        ``"bspline"`` (prefiltered cubic B-spline, fourth-order accurate; the prefilter is
+        applied to the spectra, so it costs no FFT) or ``"cubic"`` (``grid_sample`` bicubic,
+        first-order accurate, a little faster); see docs/motion_average.md.
 
     Returns
     -------
@@ -128,43 +131,51 @@ def average_frames(
     h, w = _check_inputs(
         motion, n_frames, frame_shape, pixel_size_a, local_tolerance_px, frames_per_chunk
     )
+    if interpolation not in ("bspline", "cubic"):
+        raise ValueError(f"interpolation must be 'bspline' or 'cubic', got {interpolation!r}")
     out_shape = _output_shape(output_shape, (h, w))
     px_xy = (pixel_size_a * w / out_shape[1], pixel_size_a * h / out_shape[0])
     dose = _check_dose(accumulated_dose_e_per_a2, n_frames, dev)
 
     coarse = coarse_motion(motion, output_shape=out_shape, output_pixel_size_xy_a=px_xy, device=dev)
-    max_local_px = float(torch.linalg.vector_norm(coarse.local_px, dim=-1).amax())
-    deforming = max_local_px >= NEGLIGIBLE_LOCAL_PX
+    deforming = float(torch.linalg.vector_norm(coarse.local_px, dim=-1).amax()) >= (
+        NEGLIGIBLE_LOCAL_PX
+    )
     if deforming:
         groups = group_frames(coarse.local_px, tolerance_px=local_tolerance_px)
     else:
         groups = [list(range(n_frames))]
     group_end = {g[-1]: g for g in groups}
-    if interpolation not in ("cubic", "bspline"):
-        raise ValueError(f"interpolation must be 'cubic' or 'bspline', got {interpolation!r}")
-    deformer = FieldDeformer(out_shape, max_shift_px=max_local_px, device=dev, method=interpolation)
+    prefilter = (
+        bspline_prefilter_rfft(out_shape, device=dev)
+        if deforming and interpolation == "bspline"
+        else None
+    )
+
+    def to_real(
+        spectra: torch.Tensor,  # (k, h', w'//2 + 1)
+        local_px: torch.Tensor | None,  # (gy, gx, 2) shared, (k, gy, gx, 2) or None
+    ) -> torch.Tensor:  # (k, h', w')
+        spectra = hermitian_symmetrize_rfft(spectra, shape=out_shape)
+        if local_px is None:
+            images: torch.Tensor = torch.fft.irfft2(spectra, s=out_shape)
+            return images
+        if prefilter is not None:
+            spectra = spectra * prefilter
+        coefficients = torch.fft.irfft2(spectra, s=out_shape)
+        # Aligning samples the frame at x + s(x): a deformation by −s (core/deform.py).
+        return deform_image(coefficients, -local_px, interpolation=interpolation, prefiltered=True)
 
     split = odd_even and n_frames > 1
+    keys = ("odd", "even") if split else ("all",)
     weights = _ExposureWeights(
         dose, out_shape, pixel_size_a=px_xy[0], n_frames=n_frames, chunk=frames_per_chunk
     )
     mean_scale = (out_shape[0] * out_shape[1]) / (h * w)  # irfft of a cropped spectrum
     to_input_px = torch.tensor([w / out_shape[1], h / out_shape[0]], device=dev)
-    sums = {
-        key: torch.zeros(out_shape, device=dev) for key in (("odd", "even") if split else ("all",))
-    }
+    sums = torch.zeros(len(keys), *out_shape, device=dev)
     pending: dict[str, torch.Tensor] = {}
     stack = torch.empty(n_frames, *out_shape, device=dev) if aligned_stack else None
-
-    def to_real(spectrum: torch.Tensor, field_px: torch.Tensor | None) -> torch.Tensor:
-        spectrum = hermitian_symmetrize_rfft(spectrum, shape=out_shape)
-        if field_px is None or float(torch.linalg.vector_norm(field_px, dim=-1).amax()) < (
-            NEGLIGIBLE_LOCAL_PX
-        ):
-            image: torch.Tensor = torch.fft.irfft2(spectrum, s=out_shape)
-            return image
-        coefficients = torch.fft.irfft2(deformer.prefilter_rfft(spectrum), s=out_shape)
-        return deformer(coefficients, field_px)
 
     for start in range(0, n_frames, frames_per_chunk):
         stop = min(n_frames, start + frames_per_chunk)
@@ -173,34 +184,35 @@ def average_frames(
         # equals Fourier-cropping them at full size (the folded Nyquist rows included).
         spectra = torch.fft.rfft2(frames)
         del frames
-        spectra = spectra * shift_phase_ramp((h, w), -coarse.global_px[start:stop] * to_input_px)
+        spectra *= shift_phase_ramp((h, w), -coarse.global_px[start:stop] * to_input_px)
         spectra = fourier_crop_or_pad(spectra, shape=(h, w), new_shape=out_shape)
+        if stack is not None:
+            local = coarse.local_px[start:stop] if deforming else None
+            stack[start:stop] = to_real(spectra * mean_scale, local)
         frame_weights = weights.unnormalised(start, stop)
+        if frame_weights is not None:
+            spectra *= frame_weights
         for i, t in enumerate(range(start, stop)):
-            if stack is not None:
-                local = coarse.local_px[t] if deforming else None
-                stack[t] = to_real(spectra[i] * mean_scale, local)
             key = ("odd" if t % 2 else "even") if split else "all"
-            term = spectra[i] if frame_weights is None else spectra[i] * frame_weights[i]
-            pending[key] = term if key not in pending else pending[key] + term
+            pending[key] = spectra[i] if key not in pending else pending[key] + spectra[i]
             if t in group_end:
-                members = group_end[t]
-                field = coarse.local_px[members].mean(dim=0) if deforming else None
-                for k, spectrum in pending.items():
-                    sums[k] += to_real(spectrum * (weights.full_normaliser * mean_scale), field)
+                field = coarse.local_px[group_end[t]].mean(dim=0) if deforming else None
+                index = [keys.index(k) for k in pending]
+                together = torch.stack(list(pending.values()))
+                sums[index] += to_real(together * (weights.full_normaliser * mean_scale), field)
                 pending.clear()
 
     # One check at the end instead of one per frame: a NaN or Inf anywhere reaches every sum.
-    if not all(bool(torch.isfinite(image).all()) for image in sums.values()):
+    if not bool(torch.isfinite(sums).all()):
         raise InvalidValuesError(
             None, "the frames contain NaN or Inf values", "check the gain reference and defects"
         )
     if not split:
-        average, odd, even = sums["all"], None, None
+        average, odd, even = sums[0], None, None
     else:
-        average = sums["odd"] + sums["even"]
-        odd = weights.renormalise(sums["odd"], weights.odd_ratio)
-        even = weights.renormalise(sums["even"], weights.even_ratio)
+        average = sums[0] + sums[1]
+        odd = weights.renormalise(sums[0], weights.odd_ratio)
+        even = weights.renormalise(sums[1], weights.even_ratio)
     return MotionAverages(
         average=average,
         odd=odd,
@@ -210,6 +222,33 @@ def average_frames(
         shape=out_shape,
         n_deformation_groups=len(groups) if deforming else 0,
     )
+
+
+def group_frames(
+    local_px: torch.Tensor,  # (n, gy, gx, 2)
+    *,
+    tolerance_px: float,
+) -> list[list[int]]:
+    """Consecutive frames whose local fields all lie within ``tolerance_px`` of their mean.
+
+    A frame joins the current group when, with it added, every member's field differs from
+    the group's mean field by less than ``tolerance_px`` (Euclidean, max over the nodes of the
+    coarse grid). ``tolerance_px ≤ 0`` gives one group per frame.
+    """
+    n = local_px.shape[0]
+    if tolerance_px <= 0:
+        return [[t] for t in range(n)]
+    fields = local_px.double()
+    groups: list[list[int]] = [[0]] if n else []
+    for t in range(1, n):
+        members = [*groups[-1], t]
+        stack = fields[members]
+        deviation = torch.linalg.vector_norm(stack - stack.mean(dim=0), dim=-1).amax()
+        if float(deviation) < tolerance_px:
+            groups[-1] = members
+        else:
+            groups.append([t])
+    return groups
 
 
 class _ExposureWeights:

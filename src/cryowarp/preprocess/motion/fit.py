@@ -34,6 +34,7 @@ from cryowarp.preprocess.motion._xcorr_init import initial_global_track_a
 from cryowarp.preprocess.motion.model import FrameMotion
 from cryowarp.preprocess.motion.patches import (
     PatchSpectra,
+    edge_taper,
     patch_spectra,
     sparse_patch_indices,
 )
@@ -43,8 +44,9 @@ __all__ = ["MotionFit", "StageReport", "estimate_motion", "global_stage_nodes"]
 
 _LOCAL_MEAN_PENALTY = 1e-2  # per Å² of spatial mean of the local field (the cost is ~O(1));
 # it only lifts the degeneracy between the local mean and the global track, so it can be weak.
-_TOLERANCE_A = 0.002  # stop when a round of L-BFGS iterations moves no node by more (Å)
+_TOLERANCE_A = 0.01  # stop when a round of L-BFGS iterations moves no node by more (Å)
 _ROUND = 5  # L-BFGS iterations per round
+_SUBSAMPLES = 5  # local field samples per patch and axis (patch-mean shift)
 
 
 @dataclass(frozen=True)
@@ -129,33 +131,66 @@ class _Cost:
         self.kx = torch.fft.rfftfreq(size, device=device, dtype=dtype)
         self.times = torch.arange(n_frames, device=device, dtype=dtype) / max(1, n_frames - 1)
         field = torch.tensor(field_size_a, device=device, dtype=dtype)
-        xy = data.centres_a.to(dtype) / field  # (p, 2)
-        p = xy.shape[0]
+        # A patch measures the mean shift over its area (weighted like the correlation, by
+        # the squared taper), not the shift at its centre: sample the local field at
+        # _SUBSAMPLES² points per patch and average with those weights, else a field that
+        # varies across a patch comes out attenuated.
+        offsets = (torch.arange(_SUBSAMPLES, device=device, dtype=dtype) + 0.5) / _SUBSAMPLES
+        taper = edge_taper((_SUBSAMPLES * 8, 1), device=device, dtype=dtype)[:, 0]
+        weights_1d = taper.reshape(_SUBSAMPLES, 8).square().mean(dim=1)
+        weights = weights_1d[:, None] * weights_1d[None, :]
+        self.sub_weights = (weights / weights.sum()).reshape(-1)  # (k,)
+        oy, ox = torch.meshgrid(offsets - 0.5, offsets - 0.5, indexing="ij")
+        sub_a = torch.stack([ox, oy], dim=-1).reshape(-1, 2) * data.size_px * data.pixel_size_a
+        xy = (data.centres_a.to(dtype)[:, None, :] + sub_a[None]) / field  # (p, k, 2)
+        p, k = xy.shape[:2]
         self.local_coords = torch.cat(
             [
-                xy[:, None, :].expand(p, n_frames, 2),
-                self.times[None, :, None].expand(p, n_frames, 1),
+                xy[:, :, None, :].expand(p, k, n_frames, 2),
+                self.times[None, None, :, None].expand(p, k, n_frames, 1),
             ],
             dim=-1,
-        )  # (p, n, 3)
+        )  # (p, k, n, 3)
+
         self.local_dims = local_dims
         self.local = max(local_dims) > 1
+        self._global_bases: dict[int, torch.Tensor] = {}
+        self._local_basis_cache: torch.Tensor | None = None
         self.mean_weights = _surface_mean_weights(local_dims[1], local_dims[0], device=device)
+
+    def _global_basis(self, nodes: int) -> torch.Tensor:  # (T, n)
+        """Track of each unit node: the spline is linear in its values, so the track is
+        ``values @ basis``; cached per node count."""
+        if nodes not in self._global_bases:
+            unit = torch.eye(nodes, device=self.times.device, dtype=self.times.dtype)
+            self._global_bases[nodes] = evaluate_cubic_grid(unit, self.times[None, :, None])
+        return self._global_bases[nodes]
+
+    def _local_basis(self) -> torch.Tensor:  # (t·gy·gx, p, n)
+        """Patch-mean local shift of each unit node (fixed coordinates: computed once)."""
+        if self._local_basis_cache is None:
+            gx, gy, gt = self.local_dims
+            count = gt * gy * gx
+            unit = torch.eye(count, device=self.times.device, dtype=self.times.dtype)
+            values = evaluate_cubic_grid(unit.reshape(count, gt, gy, gx), self.local_coords[None])
+            self._local_basis_cache = torch.einsum("npkf,k->npf", values, self.sub_weights)
+        return self._local_basis_cache
 
     def shifts_a(self, global_free: torch.Tensor, local_free: torch.Tensor) -> torch.Tensor:
         """``(p, n, 2)`` shifts (Å) of every patch in every frame."""
         zeros = torch.zeros_like(global_free[:, :1])
         g = torch.cat([zeros, global_free], dim=1)  # (2, T)
-        track = evaluate_cubic_grid(g, self.times[None, :, None])  # (2, n)
+        track = g @ self._global_basis(g.shape[1])  # (2, n)
         shifts = track.T[None]  # (1, n, 2)
         if self.local:
             loc = torch.cat([torch.zeros_like(local_free[:, :1]), local_free], dim=1)
-            values = evaluate_cubic_grid(loc, self.local_coords[None])  # (2, p, n)
-            shifts = shifts + values.movedim(0, -1)
+            values = torch.einsum("cm,mpn->pnc", loc.reshape(2, -1), self._local_basis())
+            shifts = shifts + values
         return shifts
 
     def __call__(self, global_free: torch.Tensor, local_free: torch.Tensor) -> torch.Tensor:
         shifts_px = self.shifts_a(global_free, local_free) / self.data.pixel_size_a
+        shifts_px = shifts_px - self.data.offsets_px  # the patches were cut following these
         # Align: move every patch back by its shift, A = F·exp(+2πi k·s), in real arithmetic
         # (complex autograd is several times slower on the CPU). The ramp is separable.
         phase_x = (2 * torch.pi) * shifts_px[..., 0, None] * self.kx  # (p, n, s//2+1)
@@ -326,6 +361,7 @@ def estimate_motion(
         patch_size_px=patch_size_px,
         overlap=settings.patch_overlap,
         **band,
+        frame_offsets_px=track / pixel_size_a,
     )
     gx, gy, gt = local_dims
     fit_local = max(local_dims) > 1 and gt > 1

@@ -144,7 +144,7 @@ class MotionSettings(BaseModel):
         default=True, description="Weight frames by exposure (Warp: B = −4 Å² per e⁻/Å²)."
     )
     local_tolerance_px: float = Field(
-        default=0.05,
+        default=0.1,
         ge=0,
         description="Frames whose local deformations differ by less than this (output pixels) "
         "are deformed together when averaging; 0 deforms every frame on its own.",
