@@ -19,7 +19,7 @@ from cryowarp.core.radial import expand_radial_profile
 from cryowarp.core.spline_grid import evaluate_cubic_grid
 from cryowarp.preprocess.ctf.background import profile_frequencies_per_a
 from cryowarp.preprocess.ctf.fit2d import Fit2dResult
-from cryowarp.preprocess.ctf.polar import interpolate_profile, polar_targets
+from cryowarp.preprocess.ctf.polar import polar_targets
 from cryowarp.preprocess.ctf.quality import rescaled_profile, ring_resolution_a, sliding_correlation
 from cryowarp.preprocess.ctf.result import CtfDiagnostics, CtfResult
 from cryowarp.preprocess.ctf.search1d import Optics, pearson
@@ -139,12 +139,15 @@ def _mean_normalised_spectrum(
     spectra: torch.Tensor,  # (p, s, s//2+1)
     background: torch.Tensor,  # (p, n)
 ) -> torch.Tensor:  # (s, s//2+1) float64
-    """Mean over patches of ``P/B − 1``, a few patches at a time."""
+    """Mean over patches of ``P/B − 1`` (``B`` at the nearest shell), a few patches at a
+    time."""
     s = spectra.shape[-2]
+    n = background.shape[-1]
     shell = frequency_magnitude((s, s), device=spectra.device, dtype=torch.float64) * s
-    total = torch.zeros(spectra.shape[-2:], dtype=torch.float64, device=spectra.device)
+    index = torch.round(shell).to(torch.int64).clamp(max=n - 1)  # (s, s//2+1)
+    inverse = 1.0 / background.to(spectra.dtype)  # (p, n)
+    total = torch.zeros(spectra.shape[-2:], dtype=spectra.dtype, device=spectra.device)
     for start in range(0, spectra.shape[0], _PATCH_CHUNK):
         chunk = slice(start, start + _PATCH_CHUNK)
-        b = interpolate_profile(background[chunk].to(torch.float64), shell.flatten())
-        total += (spectra[chunk].to(torch.float64) / b.reshape(-1, *shell.shape)).sum(0)
-    return total / spectra.shape[0] - 1.0
+        total += (spectra[chunk] * inverse[chunk][:, index]).sum(0)
+    return total.to(torch.float64) / spectra.shape[0] - 1.0
