@@ -20,7 +20,9 @@ from cryowarp.io.imod import read_edf, read_tlt, read_xf
 from cryowarp.io.mdoc import read_mdoc
 from cryowarp.io.movie import open_movie
 from cryowarp.io.mrc import MrcReader, read_mrc, read_mrc_header
+from cryowarp.io.power_spectrum import read_power_spectrum
 from cryowarp.io.relion import read_micrographs, read_particles, read_tomo_particles
+from cryowarp.io.relion_motion import read_relion_motion
 from cryowarp.io.star import read_star
 from cryowarp.io.tiff import TiffReader, read_tiff
 from cryowarp.io.warp_xml import read_warp_xml
@@ -50,6 +52,8 @@ READERS: dict[str, tuple[Callable[[Path], Any], str]] = {
     "read_particles": (read_particles, "particles.star"),
     "read_tomo_particles": (read_tomo_particles, "particles.star"),
     "read_micrographs": (read_micrographs, "micrographs_ctf.star"),
+    "read_relion_motion": (read_relion_motion, "movie_001.star"),
+    "read_power_spectrum": (read_power_spectrum, "spectrum.mrc"),
 }
 
 

@@ -41,7 +41,7 @@ def test_astigmatism_magnitude_and_angle(astig_um: float, angle_deg: float) -> N
     assert result.defocus_u_um > result.defocus_v_um
 
 
-@pytest.mark.parametrize("plane", [True, False])
+@pytest.mark.parametrize("plane", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_patch_fit_recovers_a_defocus_gradient(plane: bool) -> None:
     # 4 × 4 patches of a sample whose defocus rises by 0.3 µm from left to right.
     optics = Optics(1.5, 300.0, 2.7, 0.07)

@@ -270,7 +270,13 @@ def estimate_motion(
         (nodes, False, "sparse" if nodes == node_plan[-1] else "coarse") for nodes in node_plan
     ]
     if fit_local:
-        plan.append((node_plan[-1], True, "all"))  # finally global and local together
+        # Finally global and local together, on all patches unless the barely overlapping
+        # subset alone has comfortably more patches than nodes along each axis (large
+        # frames such as K3: 4× less work, the grid still well determined).
+        sparse_x = len(torch.unique(sparse.centres_a[:, 0]))
+        sparse_y = len(torch.unique(sparse.centres_a[:, 1]))
+        enough = sparse_x >= gx + 2 and sparse_y >= gy + 2
+        plan.append((node_plan[-1], True, "sparse" if enough else "all"))
     for index, (nodes, with_local, kind) in enumerate(plan):
         cost = cost_for(kind)
         started = time.perf_counter()
