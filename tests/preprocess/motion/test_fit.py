@@ -30,9 +30,12 @@ def test_patches_cover_the_frame_with_the_overlap() -> None:
     size, corners = patch_layout((300, 500), patch_size_px=128, overlap=0.5)
     assert size == 128
     xs, ys = torch.unique(corners[:, 0]), torch.unique(corners[:, 1])
-    assert int(xs[0]) == 0 and int(xs[-1]) == 500 - 128
-    assert int(ys[0]) == 0 and int(ys[-1]) == 300 - 128
-    assert float(torch.diff(xs).max()) <= 64 and float(torch.diff(ys).max()) <= 64
+    assert int(xs[0]) == 0
+    assert int(xs[-1]) == 500 - 128
+    assert int(ys[0]) == 0
+    assert int(ys[-1]) == 300 - 128
+    assert float(torch.diff(xs).max()) <= 64
+    assert float(torch.diff(ys).max()) <= 64
     sparse = sparse_patch_indices((300, 500), patch_size_px=128, overlap=0.5)
     chosen = corners[sparse]
     assert int(chosen[:, 0].max()) == 500 - 128  # the last column is kept
