@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
+from cryowarp.core.fourier_grids import frequency_magnitude
 from cryowarp.io.mrc import read_mrc
 from cryowarp.preprocess.ctf.estimate import estimate_ctf, estimate_ctf_from_spectrum
 from cryowarp.preprocess.ctf.result import CtfResult
@@ -16,6 +18,8 @@ from cryowarp.preprocess.ctf.settings import CtfSettings
 from cryowarp.simulate.ground_truth import FrameSeriesTruth, load_ground_truth
 from cryowarp.simulate.presets import frame_series_preset
 from cryowarp.simulate.write import write_frame_series_dataset
+
+from ._synthetic import background_envelope
 
 
 def _frames(folder: Path) -> tuple[torch.Tensor, FrameSeriesTruth]:
@@ -154,3 +158,44 @@ def test_result_round_trips_through_a_dict() -> None:
     assert torch.allclose(
         result.defocus_at(corners), torch.tensor([1.9, 2.1, 2.0], dtype=torch.float64)
     )
+
+
+def test_spectrum_without_rings_fails_with_a_reason() -> None:
+    # Background × averaging noise, no CTF term: the spectrum entry point finds no rings.
+    generator = torch.Generator().manual_seed(3)
+    k_per_a = frequency_magnitude((256, 256), dtype=torch.float64) / 1.5
+    background, _ = background_envelope(k_per_a)
+    noise = -torch.log(torch.rand(background.shape, generator=generator, dtype=torch.float64))
+    result = estimate_ctf_from_spectrum(background * noise, pixel_size_a=1.5)
+    assert result.failed
+    assert result.failure_reason is not None
+    assert "Thon rings" in result.failure_reason
+    assert math.isnan(result.defocus_um)
+
+
+def test_rings_outside_the_search_range_fail(
+    astigmatic_movie: tuple[torch.Tensor, FrameSeriesTruth],
+) -> None:
+    # The movie's defocus is far above a 0.3–0.4 µm search: no candidate fits, a failed result.
+    frames, truth = astigmatic_movie
+    assert truth.ctf.defocus_um > 1.0
+    settings = CtfSettings(window_size_px=256, defocus_min_um=0.3, defocus_max_um=0.4)
+    result = estimate_ctf(frames, pixel_size_a=truth.ctf.pixel_size_a, settings=settings)
+    assert result.failed
+    assert result.failure_reason is not None
+    assert "0.3–0.4 µm" in result.failure_reason
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"defocus_min_um": 3.0, "defocus_max_um": 2.0}, "must exceed"),
+        ({"window_size_px": 511}, "even"),
+        ({"min_resolution_a": 4.0, "max_resolution_a": 8.0}, "finer"),
+    ],
+)
+def test_impossible_settings_are_refused_with_the_reason(
+    options: dict[str, float], words: str
+) -> None:
+    with pytest.raises(ValidationError, match=words):
+        CtfSettings(**options)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from cryowarp.preprocess.ctf.background import (
 from cryowarp.preprocess.ctf.estimate import estimate_ctf_from_spectrum
 from cryowarp.preprocess.ctf.fit2d import fit_patches_2d
 from cryowarp.preprocess.ctf.polar import polar_targets
+from cryowarp.preprocess.ctf.procedure import max_grid_nodes
 from cryowarp.preprocess.ctf.search1d import Optics, search_defocus_1d
 from cryowarp.preprocess.ctf.settings import CtfSettings
 from cryowarp.preprocess.ctf.spectra import centred_full_spectrum
@@ -43,7 +44,8 @@ def test_astigmatism_magnitude_and_angle(astig_um: float, angle_deg: float) -> N
 
 @pytest.mark.parametrize("plane", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_patch_fit_recovers_a_defocus_gradient(plane: bool) -> None:
-    # 4 × 4 patches of a sample whose defocus rises by 0.3 µm from left to right.
+    # 4 × 4 patches of a sample whose defocus rises by 0.3 µm from left to right; the grid
+    # has the nodes the procedure gives 4 patches per axis (2 × 2).
     optics = Optics(1.5, 300.0, 2.7, 0.07)
     n = 4
     c = (torch.arange(n, dtype=torch.float64) + 0.5) / n
@@ -74,7 +76,7 @@ def test_patch_fit_recovers_a_defocus_gradient(plane: bool) -> None:
         optics,
         defocus_um=1.6,
         phase_shift_rad=0.0,
-        grid_dims=None if plane else (3, 3),
+        grid_dims=None if plane else (max_grid_nodes(n), max_grid_nodes(n)),
         astig_init_um=(0.0, 0.0),
         max_iterations=40,
         patch_defocus_start_um=starts,

@@ -7,8 +7,12 @@
    spatial model.
 3. Twice: background and envelope of every patch from the current model, polar bins of the
    fit range (polar.py), a coarse astigmatism search (first time), then the L-BFGS fit of the
-   spatial defocus model, global astigmatism and optional phase shift (fit2d.py).
-4. Quality and result (summary.py). Conventions: docs/conventions.md §6.
+   spatial defocus model, global astigmatism and optional phase shift (fit2d.py). The grid
+   has at most about half the patches per axis (:func:`max_grid_nodes`).
+4. A constant defocus is fitted to the same targets; the spatial model is kept only when it
+   raises the mean patch correlation by ``_MIN_GAIN_PER_PARAMETER`` or more per extra
+   parameter (on flat samples it otherwise invents tilts from noise).
+5. Quality and result (summary.py). Conventions: docs/conventions.md §6.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from cryowarp.preprocess.ctf.background import (
 )
 from cryowarp.preprocess.ctf.fit2d import Fit2dResult, astigmatism_start, fit_patches_2d
 from cryowarp.preprocess.ctf.model import CtfSquaredModel
-from cryowarp.preprocess.ctf.polar import POLAR_ANGLES, polar_targets
+from cryowarp.preprocess.ctf.polar import POLAR_ANGLES, PatchTargets, polar_targets
 from cryowarp.preprocess.ctf.result import CtfResult
 from cryowarp.preprocess.ctf.search1d import Optics, search_defocus_1d
 from cryowarp.preprocess.ctf.settings import CtfSettings
@@ -36,6 +40,11 @@ __all__ = ["fit_patch_spectra", "max_grid_nodes", "ring_evidence_threshold"]
 
 #: Half-width (µm) of the per-patch defocus search about the global 1-D estimate.
 _PATCH_SEARCH_UM = 0.5
+#: Least gain of the mean patch correlation, per parameter beyond a constant, for which a
+#: spatial defocus model is kept over a constant defocus. Measured (benchmarks/ctf.py): flat
+#: samples gain 0.00014–0.00027 per parameter (1024² with a 2 × 2 grid, K3 with 3 × 3 and
+#: 5 × 5), a 20° tilt on 1024² 0.00043, a 40° tilt 0.0048.
+_MIN_GAIN_PER_PARAMETER = 0.0005
 
 
 def ring_evidence_threshold(n_samples: int) -> float:
@@ -131,7 +140,35 @@ def fit_patch_spectra(
         patch_defocus, phase = fit.patch_defocus_um, fit.phase_shift_rad
         astig = (fit.astig_x_um, fit.astig_y_um)
     assert fit is not None
+    extra_parameters = 2 if plane else grid_dims[0] * grid_dims[1] - 1
+    if extra_parameters > 0:
+        fit = _significant_model(fit, targets, optics, settings, extra_parameters)
     return summarise_fit(spectra, optics, settings, fit, background, envelope)
+
+
+def _significant_model(
+    spatial: Fit2dResult,
+    targets: PatchTargets,
+    optics: Optics,
+    settings: CtfSettings,
+    extra_parameters: int,
+) -> Fit2dResult:
+    """The spatial fit, or the constant-defocus fit of the same targets when the spatial model,
+    with ``extra_parameters`` more than a constant, raises the mean patch correlation by less
+    than ``_MIN_GAIN_PER_PARAMETER`` per extra parameter (it then fits noise, not a tilt)."""
+    constant = fit_patches_2d(
+        targets,
+        optics,
+        defocus_um=float(spatial.patch_defocus_um.mean()),
+        phase_shift_rad=spatial.phase_shift_rad,
+        grid_dims=(1, 1),
+        fit_astigmatism=settings.fit_astigmatism,
+        fit_phase_shift=settings.fit_phase_shift,
+        max_iterations=settings.max_iterations,
+        astig_init_um=(spatial.astig_x_um, spatial.astig_y_um),
+    )
+    gain = spatial.score - constant.score
+    return spatial if gain >= _MIN_GAIN_PER_PARAMETER * extra_parameters else constant
 
 
 def _phase_candidates_rad(settings: CtfSettings) -> torch.Tensor | None:  # (q,)

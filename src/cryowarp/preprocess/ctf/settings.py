@@ -78,7 +78,9 @@ class CtfSettings(BaseModel):
     spatial_grid: tuple[int, int] | Literal["plane"] = Field(
         default=(5, 5),
         description="Defocus model over the field: spline grid nodes (X, Y) (Warp dims "
-        "X×Y×1; (1, 1) = constant) or 'plane' (a tilted plane, 3 parameters).",
+        "X×Y×1; (1, 1) = constant) or 'plane' (a tilted plane, 3 parameters). At most about "
+        "half the patches per axis (≥ 2) are used, and the constant defocus is kept when the "
+        "spatial model does not improve the fit significantly.",
     )
     max_iterations: int = Field(default=60, ge=1, description="L-BFGS iterations of the 2-D fit.")
     resolution_threshold: float = Field(
