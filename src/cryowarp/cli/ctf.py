@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import glob
 import inspect
 import json
 import math
@@ -37,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cryowarp.cli._common import expand_patterns, parse_device
 from cryowarp.errors import CryowarpError, InvalidValuesError
 from cryowarp.io.files import write_text_atomically
 from cryowarp.io.gain import orient_gain, prepare_gain, read_gain
@@ -191,33 +191,6 @@ def _settings(options: dict[str, Any]) -> CtfSettings:
         raise typer.BadParameter(str(error)) from error
 
 
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise typer.BadParameter(f"--device: {error}") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter("--device cuda: no CUDA device is available here")
-    return device
-
-
-def _expand(patterns: list[str]) -> list[Path]:
-    """Files named by the patterns, in order, each once (a plain name is kept as given)."""
-    files: list[Path] = []
-    for pattern in patterns:
-        if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
-            if not matches:
-                typer.echo(f"warning: no file matches {pattern!r}", err=True)
-            files.extend(Path(m) for m in matches)
-        else:
-            files.append(Path(pattern))
-    unique = list(dict.fromkeys(files))
-    if not unique:
-        raise typer.BadParameter("no file matches the given patterns")
-    return unique
-
-
 def _read_image_or_frames(
     path: Path, *, gain: np.ndarray | None, pixel_size_a: float | None, average: bool
 ) -> tuple[torch.Tensor, float]:
@@ -366,7 +339,7 @@ def estimate(
 --defocus-range 0.5 4
     """
     settings = _settings(dict(locals()))
-    dev = _device(device)
+    dev = parse_device(device)
     optics = {"voltage_kv": voltage, "cs_mm": cs, "amplitude_contrast": amplitude_contrast}
     gain_image = None
     if gain is not None:
@@ -388,7 +361,7 @@ def estimate(
             return _failed_result(str(error), pixel_size, optics)
         return estimate_ctf(data.to(dev), pixel_size_a=pixel, settings=settings, **optics)
 
-    files = _expand(inputs)
+    files = expand_patterns(inputs, what="file")
     _run_batch([(f.stem, str(f)) for f in files], fit, out=out, png=png, what="micrographs")
 
 
@@ -448,12 +421,12 @@ def spectrum(
         grid="1x1",
     )
     settings = _settings(options)
-    dev = _device(device)
+    dev = parse_device(device)
     optics = {"voltage_kv": voltage, "cs_mm": cs, "amplitude_contrast": amplitude_contrast}
     loaded: dict[str, torch.Tensor | CtfResult] = {}
     sources: list[tuple[str, str]] = []
     pixels: dict[str, float] = {}
-    for path in _expand(spectra):
+    for path in expand_patterns(spectra, what="file"):
         try:
             ps = read_power_spectrum(
                 path, pixel_size_a=pixel_size, layout=layout.value, use_half=use_half.value

@@ -13,19 +13,18 @@ Example::
 
 from __future__ import annotations
 
-import glob
 import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cryowarp.cli._common import expand_patterns, parse_device
 from cryowarp.errors import CryowarpInputError
 from cryowarp.preprocess.motion.correct import (
     MotionOutcome,
@@ -194,7 +193,7 @@ def correct(
     """
     options = dict(locals())
     input_settings, settings = _settings(options)
-    dev = _device(device)
+    dev = parse_device(device)
     console = Console()
     with _progress(console) as bar:
         task = bar.add_task(movie.name, total=1.0)
@@ -265,8 +264,8 @@ def batch(
     """
     options = dict(locals())
     input_settings, settings = _settings(options)
-    dev = _device(device)
-    movies = _expand(patterns)
+    dev = parse_device(device)
+    movies = expand_patterns(patterns, what="movie")
     console = Console()
     with _progress(console) as bar:
         task = bar.add_task("movies", total=len(movies))
@@ -343,34 +342,6 @@ def _local_grid(text: str) -> tuple[int, int, int]:
         )
     x, y, t = (int(v) for v in match.groups())
     return x, y, t
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise typer.BadParameter(f"--device: {error}") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter("--device cuda: no CUDA device is available here")
-    return device
-
-
-def _expand(patterns: list[str]) -> list[Path]:
-    """Movies named by the patterns, in order, each once; a pattern without glob characters
-    is kept as given (a missing file then fails on its own)."""
-    movies: list[Path] = []
-    for pattern in patterns:
-        if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
-            if not matches:
-                typer.echo(f"warning: no file matches {pattern!r}", err=True)
-            movies.extend(Path(m) for m in matches)
-        else:
-            movies.append(Path(pattern))
-    unique = list(dict.fromkeys(movies))
-    if not unique:
-        raise typer.BadParameter("no movie matches the given patterns")
-    return unique
 
 
 def _progress(console: Console) -> Progress:
