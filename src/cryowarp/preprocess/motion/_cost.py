@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from cryowarp.core.spline_grid import evaluate_cubic_grid, grid_node_coords
+from cryowarp.core.spline_grid import evaluate_cubic_grid
+from cryowarp.preprocess.motion.model import surface_mean_weights
 from cryowarp.preprocess.motion.patches import PatchSpectra, edge_taper
 
 __all__ = ["PatchCost"]
@@ -72,7 +73,7 @@ class PatchCost:
         self.local = max(local_dims) > 1
         self._global_bases: dict[int, torch.Tensor] = {}
         self._local_basis_cache: torch.Tensor | None = None
-        self.mean_weights = _surface_mean_weights(local_dims[1], local_dims[0], device=device)
+        self.mean_weights = surface_mean_weights(local_dims[1], local_dims[0], device=device)
 
     def _global_basis(self, nodes: int) -> torch.Tensor:  # (T, n)
         """Track of each unit node: the spline is linear in its values, so the track is
@@ -132,15 +133,3 @@ class PatchCost:
             penalty = mean.square().sum() / max(1, mean.shape[1])
             cost = cost + _LOCAL_MEAN_PENALTY * penalty
         return cost
-
-
-def _surface_mean_weights(
-    gy: int, gx: int, *, device: torch.device, samples: int = 33
-) -> torch.Tensor:  # (gy, gx)
-    """Weights ``w`` with ``Σ w · nodes`` = the mean over the field of the natural cubic
-    spline surface through ``nodes`` (the surface is linear in its nodes)."""
-    basis = torch.eye(gy * gx, dtype=torch.float64, device=device).reshape(-1, gy, gx)
-    dims = (samples if gx > 1 else 1, samples if gy > 1 else 1)
-    coords = grid_node_coords(dims, device=device, dtype=torch.float64)  # (sy, sx, 2)
-    surfaces = evaluate_cubic_grid(basis, coords[None].expand(gy * gx, *coords.shape))
-    return surfaces.mean(dim=(-2, -1)).reshape(gy, gx).float()

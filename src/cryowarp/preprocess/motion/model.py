@@ -5,10 +5,11 @@ The shift of the specimen content at image position ``(x, y)`` (Å from the cent
 (docs/conventions.md §4; aligning applies the negative). Both parts are natural cubic spline
 grids (§12) evaluated at normalised coordinates ``x / width_a``, ``y / height_a`` and
 ``f / (n_frames − 1)``. Fitted models are gauged so that frame 0 is the reference (every shift
-is zero at frame 0, as in RELION's motion tables) and the local field has zero mean over the
-field at every temporal node; :class:`~cryowarp.simulate.motion.MotionTruth` uses the same
-definition, so a fitted model and the ground truth are interchangeable wherever a
-``shifts_at`` is needed (e.g. :func:`cryowarp.preprocess.motion.average.average_frames`).
+is zero at frame 0, as in RELION's motion tables) and, where the grids allow it, the local
+field has zero mean over the field at every temporal node;
+:class:`~cryowarp.simulate.motion.MotionTruth` uses the same definition, so a fitted model and
+the ground truth are interchangeable wherever a ``shifts_at`` is needed (e.g.
+:func:`cryowarp.preprocess.motion.average.average_frames`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any, Protocol
 
 import torch
 
-from cryowarp.core.spline_grid import evaluate_cubic_grid, grid_node_coords
+from cryowarp.core.spline_grid import evaluate_cubic_grid
 
-__all__ = ["MOTION_MODEL_VERSION", "FrameMotion", "MotionField"]
+__all__ = ["MOTION_MODEL_VERSION", "FrameMotion", "MotionField", "surface_mean_weights"]
 
 MOTION_MODEL_VERSION = 1
 
@@ -156,7 +157,8 @@ class FrameMotion:
         local = self.local_nodes_a
         if max(self.local_grid_dims) > 1:
             local = local - local[:, :1]
-            mean = _spatial_mean(local)  # (2, t)
+            weights = surface_mean_weights(*local.shape[-2:], device=local.device)
+            mean = (local * weights.to(local.dtype)).sum(dim=(-2, -1))  # (2, t)
             if mean.shape[1] == g.shape[1]:
                 local = local - mean[:, :, None, None]
                 g = g + mean
@@ -205,13 +207,16 @@ class FrameMotion:
         return frames.to(device)
 
 
-def _spatial_mean(
-    local: torch.Tensor,  # (2, t, gy, gx)
-    samples: int = 17,
-) -> torch.Tensor:  # (2, t)
-    """Mean over the field of each temporal node's spline surface (dense sampling)."""
-    gx, gy = local.shape[-1], local.shape[-2]
-    dims = (samples if gx > 1 else 1, samples if gy > 1 else 1)
-    nodes = grid_node_coords(dims, device=local.device, dtype=local.dtype)  # (sy, sx, 2)
-    surfaces = evaluate_cubic_grid(local, nodes[None, None])  # (2, t, sy, sx)
-    return surfaces.mean(dim=(-2, -1))
+def surface_mean_weights(
+    gy: int, gx: int, *, device: torch.device | str | None = None, samples: int = 64
+) -> torch.Tensor:  # (gy, gx)
+    """Weights ``w`` with ``Σ w · nodes`` = the mean over the field of the natural cubic
+    spline surface through ``nodes`` (the surface is linear in its nodes; midpoint rule)."""
+    basis = torch.eye(gy * gx, dtype=torch.float64, device=device).reshape(-1, gy, gx)
+    centres = (torch.arange(samples, dtype=torch.float64, device=device) + 0.5) / samples
+    ys = centres if gy > 1 else centres[:1] * 0 + 0.5
+    xs = centres if gx > 1 else centres[:1] * 0 + 0.5
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    coords = torch.stack([xx, yy], dim=-1)  # (sy, sx, 2) normalised (x, y)
+    surfaces = evaluate_cubic_grid(basis, coords[None].expand(gy * gx, *coords.shape))
+    return surfaces.mean(dim=(-2, -1)).reshape(gy, gx).float()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cryowarp.core.filters import raised_cosine_band
 from cryowarp.core.fourier_grids import frequency_magnitude
 from cryowarp.core.masks import raised_cosine_edge
 from cryowarp.core.resize import fourier_crop_or_pad
@@ -152,12 +153,14 @@ def band_weights(
 ) -> torch.Tensor:  # (s, s//2+1) float32
     """Soft band ``1/min_resolution_a … 1/max_resolution_a`` times ``exp(B k²/4)`` on the
     rfft grid of ``shape`` (frequencies beyond Nyquist are dropped)."""
-    k_a = frequency_magnitude(shape, device=device, dtype=torch.float64) / pixel_size_a
-    low, high = 1.0 / min_resolution_a, min(1.0 / max_resolution_a, 0.5 / pixel_size_a)
-    width = 2.0 / (min(shape) * pixel_size_a)  # two Fourier pixels of soft edge
-    rise = ((k_a - low) / width + 0.5).clamp(0, 1)
-    fall = ((high - k_a) / width + 0.5).clamp(0, 1)
-    band = torch.sin(rise * torch.pi / 2) ** 2 * torch.sin(fall * torch.pi / 2) ** 2
+    k_px = frequency_magnitude(shape, device=device, dtype=torch.float64)
+    band = raised_cosine_band(
+        k_px,
+        highpass_cycles_px=pixel_size_a / min_resolution_a,
+        lowpass_cycles_px=min(pixel_size_a / max_resolution_a, 0.5),
+        edge_width_cycles_px=2.0 / min(shape),  # two Fourier pixels of soft edge
+    )
+    k_a = k_px / pixel_size_a
     envelope = torch.exp(bfactor_a2 * k_a.square() / 4)
     return (band * envelope).float()
 
