@@ -36,8 +36,12 @@ MARGIN = 14  # px left out at the edges (the drift wraps content that the spline
 
 def _modes(generator: torch.Generator, n_modes: int, max_cycles_per_px: float) -> torch.Tensor:
     """(n_modes, 4): integer cycles over the field (mx, my), amplitude and phase."""
-    mx = torch.randint(-int(max_cycles_per_px * W), int(max_cycles_per_px * W) + 1, (n_modes,))
-    my = torch.randint(-int(max_cycles_per_px * H), int(max_cycles_per_px * H) + 1, (n_modes,))
+    mx = torch.randint(
+        -int(max_cycles_per_px * W), int(max_cycles_per_px * W) + 1, (n_modes,), generator=generator
+    )
+    my = torch.randint(
+        -int(max_cycles_per_px * H), int(max_cycles_per_px * H) + 1, (n_modes,), generator=generator
+    )
     f = torch.sqrt((mx / W) ** 2 + (my / H) ** 2)
     amplitude = torch.exp(-f / 0.08) * (0.5 + torch.rand(n_modes, generator=generator))
     phase = 2 * math.pi * torch.rand(n_modes, generator=generator)
@@ -344,8 +348,9 @@ def test_dose_weighted_averages_equal_a_direct_per_frame_implementation(
             assert _relative_rms(ours, expected) < 3e-3
         else:
             torch.testing.assert_close(ours.cpu(), expected, atol=1e-4, rtol=0)
-    # Exposure weighting costs the high frequencies: still the reference, a little blurred.
-    assert _correlation(result.average, reference) > 0.99
+    if local:  # the full motion made the frames: the average is the reference, a little
+        # blurred by the exposure weighting (global-only leaves the local motion in)
+        assert _correlation(result.average, reference) > 0.99
 
 
 # -- binning, half-averages and the aligned stack -------------------------------------------
