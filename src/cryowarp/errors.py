@@ -50,6 +50,10 @@ class CryowarpInputError(CryowarpError):
             message += f" ({hint})"
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[type[CryowarpInputError], tuple[Path | None, str, str | None]]:
+        # Pickled with its own arguments, so that errors cross process boundaries (workers).
+        return (type(self), (self.path, self.problem, self.hint))
+
 
 class MissingFileError(CryowarpInputError, FileNotFoundError):
     """The file does not exist or is not a regular file."""

@@ -60,3 +60,11 @@ def test_shell_index_matches_radius_in_pixels() -> None:
     assert shells[4, 3] == 5  # (x=3, y=4): radius 5
     grid = frequency_grid((16, 16))
     assert torch.equal(grid[4, 3], torch.tensor([3 / 16, 4 / 16]))
+
+
+def test_a_curve_below_the_threshold_from_the_start_has_no_resolution() -> None:
+    """An anti-correlated map (inverted contrast) has no resolution, not a tiny number."""
+    curve = -torch.ones(17, dtype=torch.float64)
+    assert fsc_resolution_a(curve, 32, 2.0) == float("inf")
+    curve[0] = 1.0  # DC agrees, everything else anti-correlated: between shells 0 and 1
+    assert 64.0 < fsc_resolution_a(curve, 32, 2.0) < float("inf")

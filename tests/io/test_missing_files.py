@@ -14,7 +14,9 @@ import cryowarp.io
 from cryowarp.errors import CryowarpInputError, MissingFileError
 from cryowarp.io.aretomo import read_aln
 from cryowarp.io.atomic_model import read_atomic_model, read_mmcif, read_pdb
+from cryowarp.io.cryosparc import read_cs
 from cryowarp.io.eer import EerReader
+from cryowarp.io.eman_box import read_box
 from cryowarp.io.gain import read_defect_mask, read_gain, read_serialem_defects
 from cryowarp.io.imod import read_edf, read_tlt, read_xf
 from cryowarp.io.mdoc import read_mdoc
@@ -54,6 +56,8 @@ READERS: dict[str, tuple[Callable[[Path], Any], str]] = {
     "read_micrographs": (read_micrographs, "micrographs_ctf.star"),
     "read_relion_motion": (read_relion_motion, "movie_001.star"),
     "read_power_spectrum": (read_power_spectrum, "spectrum.mrc"),
+    "read_cs": (read_cs, "particles.cs"),
+    "read_box": (read_box, "micrograph.box"),
 }
 
 

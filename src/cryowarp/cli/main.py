@@ -10,7 +10,9 @@ import typer
 from cryowarp import __version__
 from cryowarp.cli.ctf import ctf_app
 from cryowarp.cli.demo import demo
+from cryowarp.cli.export import export_app
 from cryowarp.cli.motion import motion_app
+from cryowarp.cli.reconstruct import reconstruct
 from cryowarp.cli.simulate import simulate_app
 
 app = typer.Typer(
@@ -41,3 +43,5 @@ app.command("demo")(demo)
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(motion_app, name="motion")
 app.add_typer(ctf_app, name="ctf")
+app.add_typer(export_app, name="export")
+app.command("reconstruct")(reconstruct)

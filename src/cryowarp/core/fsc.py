@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from cryowarp.core.fourier_grids import shell_index
@@ -70,6 +72,8 @@ def fsc_resolution_a(
 ) -> float:
     """Resolution (Å) where a 1-D FSC ``curve`` (n_shells,) first drops below ``threshold``.
 
+    ``inf`` when the curve is below the threshold from shell 0 on (e.g. inverted contrast).
+
     Linear interpolation between the last shell above and the first shell below; returns the
     Nyquist resolution when the curve never drops below the threshold.
     """
@@ -80,6 +84,8 @@ def fsc_resolution_a(
         return float(1.0 / freqs[-1])
     i = int(below[0]) + 1
     c0, c1 = float(c[i - 1]), float(c[i])
+    if c0 < threshold:  # below from the start (DC included): no resolution at all
+        return math.inf
     t = (c0 - threshold) / (c0 - c1) if c0 != c1 else 0.0
     f = float(freqs[i - 1] + t * (freqs[i] - freqs[i - 1]))
-    return 1.0 / f
+    return 1.0 / f if f > 0 else math.inf

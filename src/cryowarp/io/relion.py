@@ -33,7 +33,7 @@ import pandas as pd
 from cryowarp.errors import InvalidValuesError, MissingColumnError
 from cryowarp.io._relion_legacy import from_legacy, origins_to_angstrom
 from cryowarp.io.relion_optics import OpticsGroup, TableKind, optics_from_block, optics_to_block
-from cryowarp.io.star import StarBlock, read_star, write_star
+from cryowarp.io.star import RELION_STAR_VERSION, StarBlock, read_star, write_star
 
 __all__ = [
     "ImageLocation",
@@ -329,14 +329,16 @@ def read_micrographs(
 def write_particles(
     path: str | os.PathLike[str], optics: Sequence[OpticsGroup], table: ParticleTable
 ) -> None:
-    """Write ``data_optics`` + ``data_particles`` (RELION 3.1+ layout), atomically."""
+    """Write ``data_optics`` + ``data_particles`` (RELION 3.1+ layout, each block preceded by
+    RELION 5's ``# version 50001`` line), atomically."""
     _write_table(Path(path), optics, table, "particles")
 
 
 def write_micrographs(
     path: str | os.PathLike[str], optics: Sequence[OpticsGroup], table: MicrographTable
 ) -> None:
-    """Write ``data_optics`` + ``data_micrographs`` (RELION 3.1+ layout), atomically."""
+    """Write ``data_optics`` + ``data_micrographs`` (RELION 3.1+ layout, each block preceded
+    by RELION 5's ``# version 50001`` line), atomically."""
     _write_table(Path(path), optics, table, "micrographs")
 
 
@@ -381,4 +383,4 @@ def _write_table(
     if optics:
         blocks["optics"] = optics_to_block(optics, kind)
     blocks["micrographs" if kind == "micrographs" else "particles"] = frame
-    write_star(file, blocks)
+    write_star(file, blocks, relion_version=RELION_STAR_VERSION)

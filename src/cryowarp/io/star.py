@@ -33,6 +33,7 @@ from cryowarp.errors import (
 from cryowarp.io.files import require_file, write_text_atomically
 
 __all__ = [
+    "RELION_STAR_VERSION",
     "STRING_COLUMNS",
     "StarBlock",
     "format_star_float",
@@ -66,6 +67,10 @@ STRING_COLUMNS: frozenset[str] = frozenset(
     }
 )
 """RELION labels that are always read as text, never coerced to numbers."""
+
+RELION_STAR_VERSION = 50001
+"""The number RELION 5 writes in its ``# version 50001`` comment before each ``data_`` block.
+RELION 3.1+ reads a file without such a line as version 30000 (``MetaDataTable::readStar``)."""
 
 _HEADER = "# Written by cryowarp"
 _BINARY_PROBE_BYTES = 65536
@@ -149,7 +154,11 @@ def read_star(
 
 
 def write_star(
-    path: str | os.PathLike[str], blocks: Mapping[str, StarBlock], *, overwrite: bool = True
+    path: str | os.PathLike[str],
+    blocks: Mapping[str, StarBlock],
+    *,
+    overwrite: bool = True,
+    relion_version: int | None = None,
 ) -> None:
     """Write blocks to a STAR file atomically, with deterministic float formatting.
 
@@ -166,6 +175,9 @@ def write_star(
         Block name → DataFrame (loop) or dict (simple block), written in this order.
     overwrite:
         If False, refuse to replace an existing file.
+    relion_version:
+        If given, write RELION's ``# version <n>`` comment line before each ``data_`` block,
+        as RELION does (e.g. :data:`RELION_STAR_VERSION`); by default no such line.
 
     Raises
     ------
@@ -185,8 +197,21 @@ def write_star(
     lines = body.splitlines()
     if lines and lines[0].startswith("#"):
         lines = lines[1:]
+    if relion_version is not None:
+        lines = _with_version_lines(lines, relion_version)
     text = "\n".join([_HEADER, *lines]) + "\n"
     write_text_atomically(file, text)
+
+
+def _with_version_lines(lines: list[str], version: int) -> list[str]:
+    """Put ``# version <n>`` and an empty line before every ``data_`` line (a value can never
+    start a line with ``data_``: such values are quoted, see :func:`_quote_if_reserved`)."""
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("data_"):
+            out += [f"# version {int(version)}", ""]
+        out.append(line)
+    return out
 
 
 def _read_text(file: Path) -> str:

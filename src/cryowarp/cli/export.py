@@ -1,0 +1,322 @@
+"""``cryowarp export``: RELION 5 / cryoSPARC-ready STAR files, particle stacks and defocus updates.
+
+``FOLDER`` is a processing folder: the ``--out`` of ``cryowarp motion batch`` with the CTF
+estimates in ``FOLDER/ctf`` (``cryowarp ctf estimate 'FOLDER/average/*.mrc' --out FOLDER/ctf``).
+Every command reads what motion correction and CTF estimation recorded per micrograph
+(docs/relion_export.md), so its output can be regenerated at any time.
+
+Examples::
+
+    cryowarp export micrographs proc --out relion
+    cryowarp export particles proc --coords 'picks/*.star' --box 256 --diameter 180 --out relion
+    cryowarp export update-defocus refined.star proc --out refined_localctf.star
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from cryowarp.cli._common import expand_patterns, parse_device
+from cryowarp.errors import CryowarpError, CryowarpInputError
+from cryowarp.io.relion import read_particles, write_particles
+from cryowarp.preprocess.export.coordinates import read_coordinates
+from cryowarp.preprocess.export.defocus_update import update_particle_defocus
+from cryowarp.preprocess.export.export_micrographs import export_micrographs
+from cryowarp.preprocess.export.export_particles import export_particles
+from cryowarp.preprocess.export.filters import ExportFilters, read_name_list
+from cryowarp.preprocess.export.particle_set import ParticleSet, concatenate_particle_sets
+from cryowarp.preprocess.export.settings import ExtractionSettings
+from cryowarp.preprocess.export.sources import MicrographSource, scan_processing_folder
+
+__all__ = ["export_app"]
+
+export_app = typer.Typer(
+    name="export",
+    help="Write RELION 5 / cryoSPARC-ready STAR files and particle stacks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_EX = ExtractionSettings()
+_EX_HELP = {name: f.description or "" for name, f in ExtractionSettings.model_fields.items()}
+_F_HELP = {name: f.description or "" for name, f in ExportFilters.model_fields.items()}
+
+Folder = Annotated[
+    Path, typer.Argument(help="Processing folder (motion outputs, CTF estimates in ctf/).")
+]
+CtfDir = Annotated[
+    Path | None, typer.Option("--ctf-dir", help="Folder of <name>_ctf.json (default FOLDER/ctf).")
+]
+Out = Annotated[Path, typer.Option("--out", help="Export folder (created).")]
+Root = Annotated[
+    Path | None,
+    typer.Option(
+        "--root",
+        help="Folder the paths in the STAR files are relative to (your RELION project; "
+        "default: the folder of the STAR file).",
+    ),
+]
+DefocusMin = Annotated[float | None, typer.Option("--defocus-min", help=_F_HELP["defocus_min_um"])]
+DefocusMax = Annotated[float | None, typer.Option("--defocus-max", help=_F_HELP["defocus_max_um"])]
+AstigMax = Annotated[
+    float | None, typer.Option("--astigmatism-max", help=_F_HELP["astigmatism_max_um"])
+]
+CtfResMax = Annotated[
+    float | None, typer.Option("--ctf-resolution-max", help=_F_HELP["ctf_resolution_max_a"])
+]
+DriftMax = Annotated[float | None, typer.Option("--drift-max", help=_F_HELP["total_drift_max_a"])]
+EarlyMax = Annotated[
+    float | None,
+    typer.Option("--early-motion-max", help=_F_HELP["early_motion_max_a_per_frame"]),
+]
+MaskedMax = Annotated[
+    float | None, typer.Option("--masked-fraction-max", help=_F_HELP["masked_fraction_max"])
+]
+Include = Annotated[
+    Path | None, typer.Option("--include", help="File of item names to export (one per line).")
+]
+Exclude = Annotated[
+    Path | None, typer.Option("--exclude", help="File of item names never to export.")
+]
+
+
+def _filters(options: dict[str, Any], **extra: Any) -> ExportFilters:
+    try:
+        return ExportFilters(
+            defocus_min_um=options["defocus_min"],
+            defocus_max_um=options["defocus_max"],
+            astigmatism_max_um=options["astigmatism_max"],
+            ctf_resolution_max_a=options["ctf_resolution_max"],
+            total_drift_max_a=options["drift_max"],
+            early_motion_max_a_per_frame=options["early_motion_max"],
+            masked_fraction_max=options["masked_fraction_max"],
+            include=None
+            if options["include"] is None
+            else tuple(read_name_list(options["include"])),
+            exclude=() if options["exclude"] is None else tuple(read_name_list(options["exclude"])),
+            **extra,
+        )
+    except ValidationError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+def _sources(folder: Path, ctf_dir: Path | None, console: Console) -> list[MicrographSource]:
+    sources, problems = scan_processing_folder(folder, ctf_dir=ctf_dir)
+    for problem in problems:
+        console.print(f"[yellow]skipped[/] {problem.path}: {problem.message}")
+    if not sources:
+        console.print(f"[red]no micrograph found in {folder}/motion[/]")
+        raise typer.Exit(1)
+    return sources
+
+
+@export_app.command("micrographs")
+def micrographs(
+    folder: Folder,
+    out: Out,
+    ctf_dir: CtfDir = None,
+    root: Root = None,
+    defocus_min: DefocusMin = None,
+    defocus_max: DefocusMax = None,
+    astigmatism_max: AstigMax = None,
+    ctf_resolution_max: CtfResMax = None,
+    drift_max: DriftMax = None,
+    early_motion_max: EarlyMax = None,
+    masked_fraction_max: MaskedMax = None,
+    include: Include = None,
+    exclude: Exclude = None,
+) -> None:
+    """Write micrographs_ctf.star and corrected_micrographs.star (with each movie's RELION
+    motion STAR file for Bayesian polishing) for the micrographs that pass the filters.
+
+    Example: ``cryowarp export micrographs proc --out relion --ctf-resolution-max 6``
+    """
+    console = Console()
+    options = dict(locals())
+    sources = _sources(folder, ctf_dir, console)
+    try:
+        result = export_micrographs(sources, out_dir=out, filters=_filters(options), root=root)
+    except CryowarpInputError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from error
+    for decision in result.decisions:
+        if not decision.accepted:
+            console.print(f"excluded {decision.name}: {'; '.join(decision.reasons)}")
+    console.print(
+        f"{result.n_micrographs} of {len(sources)} micrographs → {result.ctf_star}, "
+        f"{result.corrected_star}"
+    )
+
+
+@export_app.command("particles")
+def particles(
+    folder: Folder,
+    out: Out,
+    coords: Annotated[
+        list[str],
+        typer.Option(
+            "--coords",
+            help="Particle coordinates: RELION/Warp STAR, cryoSPARC .cs or EMAN .box files "
+            "(patterns allowed; repeat the option for more).",
+        ),
+    ],
+    coords_pixel_size: Annotated[
+        float | None,
+        typer.Option(
+            "--coords-pixel-size",
+            help="Pixel size (Å) of the micrographs the coordinates refer to, when the files "
+            "do not say it (.box, .cs, coordinate-only STAR).",
+        ),
+    ] = None,
+    box: Annotated[int, typer.Option("--box", help=_EX_HELP["box_size_px"])] = _EX.box_size_px,
+    pixel_size: Annotated[
+        float | None, typer.Option("--pixel-size", help=_EX_HELP["pixel_size_a"])
+    ] = None,
+    diameter: Annotated[
+        float | None, typer.Option("--diameter", help=_EX_HELP["particle_diameter_a"])
+    ] = None,
+    source: Annotated[str, typer.Option("--source", help=_EX_HELP["source"])] = _EX.source,
+    ctf_correction: Annotated[
+        str, typer.Option("--ctf-correction", help=_EX_HELP["ctf_correction"])
+    ] = _EX.ctf_correction,
+    invert: Annotated[
+        bool, typer.Option("--invert/--no-invert", help=_EX_HELP["invert_contrast"])
+    ] = _EX.invert_contrast,
+    normalize: Annotated[
+        bool, typer.Option("--normalize/--no-normalize", help=_EX_HELP["normalize"])
+    ] = _EX.normalize,
+    dose_weighting: Annotated[
+        bool,
+        typer.Option("--dose-weighting/--no-dose-weighting", help=_EX_HELP["dose_weighting"]),
+    ] = _EX.dose_weighting,
+    odd_even: Annotated[
+        bool, typer.Option("--odd-even/--no-odd-even", help=_EX_HELP["odd_even"])
+    ] = _EX.odd_even,
+    float16: Annotated[
+        bool, typer.Option("--float16/--float32", help=_EX_HELP["float16"])
+    ] = _EX.float16,
+    skip_edge: Annotated[
+        bool, typer.Option("--skip-edge/--keep-edge", help=_EX_HELP["skip_edge_particles"])
+    ] = _EX.skip_edge_particles,
+    latest: Annotated[
+        int | None,
+        typer.Option(
+            "--latest",
+            help="Export only the most recent micrographs that hold this many particles "
+            "(a streaming set for 2-D classification).",
+        ),
+    ] = None,
+    particles_min: Annotated[
+        int | None, typer.Option("--particles-min", help=_F_HELP["particles_min"])
+    ] = None,
+    particles_max: Annotated[
+        int | None, typer.Option("--particles-max", help=_F_HELP["particles_max"])
+    ] = None,
+    ctf_dir: CtfDir = None,
+    root: Root = None,
+    defocus_min: DefocusMin = None,
+    defocus_max: DefocusMax = None,
+    astigmatism_max: AstigMax = None,
+    ctf_resolution_max: CtfResMax = None,
+    drift_max: DriftMax = None,
+    early_motion_max: EarlyMax = None,
+    masked_fraction_max: MaskedMax = None,
+    include: Include = None,
+    exclude: Exclude = None,
+    device: Annotated[
+        str, typer.Option("--device", help='Where to compute: "cpu", "cuda" or "cuda:N".')
+    ] = "cpu",
+) -> None:
+    """Extract particles with our motion and local CTF; write OUT/particles.star (and
+    particles_odd.star / particles_even.star for the half stacks).
+
+    Example: ``cryowarp export particles proc --coords 'picks/*.star' --box 256 --diameter 180
+    --pixel-size 1.6 --out relion``
+    """
+    console = Console()
+    options = dict(locals())
+    try:
+        settings = ExtractionSettings(
+            box_size_px=box,
+            pixel_size_a=pixel_size,
+            source=source,  # type: ignore[arg-type]
+            particle_diameter_a=diameter,
+            invert_contrast=invert,
+            normalize=normalize,
+            ctf_correction=ctf_correction,  # type: ignore[arg-type]
+            dose_weighting=dose_weighting,
+            odd_even=odd_even,
+            float16=float16,
+            skip_edge_particles=skip_edge,
+        )
+    except ValidationError as error:
+        raise typer.BadParameter(str(error)) from error
+    filters = _filters(options, particles_min=particles_min, particles_max=particles_max)
+    sources = _sources(folder, ctf_dir, console)
+    found: dict[str, list[ParticleSet]] = {}
+    for path in expand_patterns(coords, what="coordinate file"):
+        try:
+            for particle_set in read_coordinates(path, pixel_size_a=coords_pixel_size):
+                found.setdefault(particle_set.micrograph, []).append(particle_set)
+        except CryowarpInputError as error:
+            console.print(f"[red]{error}[/]")
+            raise typer.Exit(1) from error
+    sets = {name: concatenate_particle_sets(group) for name, group in found.items()}
+    unknown = sorted(set(sets) - {s.name for s in sources})
+    if unknown:
+        console.print(
+            f"[yellow]{len(unknown)} coordinate set(s) name no processed micrograph[/] "
+            f"(e.g. {unknown[0]!r})"
+        )
+    result = export_particles(
+        sources,
+        sets,
+        settings,
+        out_dir=out,
+        filters=filters,
+        latest_n_particles=latest,
+        root=root,
+        device=parse_device(device),
+    )
+    for name, reason in result.failures.items():
+        console.print(f"[red]failed[/] {name}: {reason}")
+    console.print(
+        f"{result.n_particles} particles from {len(result.counts)} micrographs "
+        f"({len(result.reused)} kept from an earlier run) → {result.star}"
+    )
+    if result.failures:
+        raise typer.Exit(1)
+
+
+@export_app.command("update-defocus")
+def update_defocus(
+    particles_star: Annotated[Path, typer.Argument(help="An existing particles STAR file.")],
+    folder: Folder,
+    out: Annotated[Path, typer.Option("--out", help="The updated STAR file.")],
+    ctf_dir: CtfDir = None,
+) -> None:
+    """Set each particle's defocus from our local CTF model at its position (poses, classes
+    and every other column kept).
+
+    Example: ``cryowarp export update-defocus Refine3D/job012/run_data.star proc --out
+    run_data_localctf.star``
+    """
+    console = Console()
+    sources = _sources(folder, ctf_dir, console)
+    try:
+        optics, table = read_particles(particles_star)
+        ctfs = {s.name: s.ctf for s in sources if s.ctf is not None}
+        updated, missing = update_particle_defocus(table, ctfs)
+        write_particles(out, optics, updated)
+    except CryowarpError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from error
+    if missing:
+        console.print(f"[yellow]no CTF estimate for {len(missing)} micrograph(s)[/]: {missing[:5]}")
+    console.print(f"{len(updated)} particles → {out}")
