@@ -83,6 +83,8 @@ def _table(
         phase_flipped=extracted.ctf_correction == "phase_flip",
         ctf_premultiplied=extracted.ctf_correction == "premultiply",
     )
+    # rlnCoordinateX/Y are in pixels of the averages: say which (RELION knows the label)
+    optics = replace(optics, micrograph_pixel_size_a=extracted.micrograph_pixel_size_a)
     stack_name = relative_path(files.stack, out_dir)
     micrograph = relative_path(source.average_path, out_dir) if source.average_path else source.name
     coordinates = particles.positions_px(extracted.micrograph_pixel_size_a).numpy()
@@ -150,6 +152,7 @@ def _optics_key(group: OpticsGroup) -> tuple[object, ...]:
         if group.micrograph_original_pixel_size_a is None
         else round(group.micrograph_original_pixel_size_a, 6),
         group.ctf_premultiplied,
+        None if group.micrograph_pixel_size_a is None else round(group.micrograph_pixel_size_a, 6),
         tuple(sorted((k, str(v)) for k, v in group.extra.items())),
     )
 
