@@ -38,7 +38,7 @@ def _blob(shape: tuple[int, int], centre_xy: torch.Tensor, sigma_px: float) -> t
 
 
 def _centroid(boxes: torch.Tensor) -> torch.Tensor:  # (n, 2) x, y
-    n, h, w = boxes.shape
+    _, h, w = boxes.shape
     y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     mass = boxes.sum(dim=(-2, -1))
     return torch.stack(
