@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -78,6 +78,52 @@ def tiny_frame_series_128(tmp_path_factory: pytest.TempPathFactory) -> Simulated
     in a few seconds. Treat the folder as read-only."""
     folder = tmp_path_factory.getbasetemp() / "tiny_frame_series_128"
     return _simulate_once(folder, seed=5, shape_px=(128, 128))
+
+
+@dataclass(frozen=True)
+class ProcessedMovie:
+    """The tiny movie motion-corrected (quick fit) and its average CTF-estimated, written as
+    ``cryowarp motion`` and ``cryowarp ctf`` write them (``folder/ctf/<stem>_ctf.json``)."""
+
+    folder: Path  # the processing folder (motion/, average/, ctf/)
+    movie: Path
+    motion: Any  # MotionResult
+    ctf: Any  # CtfResult
+    true_defocus_um: float
+
+
+@pytest.fixture(scope="session")
+def tiny_processed(
+    tiny_frame_series: SimulatedFrameSeries, tmp_path_factory: pytest.TempPathFactory
+) -> ProcessedMovie:
+    """:func:`tiny_frame_series` processed once a session (256², 8 frames, 1.5 Å/px; motion
+    patch 64 px, 10 iterations, 2×2×2 grid; RELION motion STAR with 300 kV). Read-only."""
+    import json
+
+    import numpy as np
+
+    from cryowarp.io.mrc import read_mrc
+    from cryowarp.preprocess.ctf.estimate import estimate_ctf
+    from cryowarp.preprocess.motion import MotionSettings, MovieInputSettings, correct_movie
+
+    folder = tmp_path_factory.mktemp("tiny_processed")
+    movie = tiny_frame_series.movie
+    result = correct_movie(
+        movie,
+        input_settings=MovieInputSettings(gain_path=str(tiny_frame_series.gain)),
+        settings=MotionSettings(
+            patch_size_px=64, max_iterations=10, local_grid=(2, 2, 2), write_png=False
+        ),
+        out_dir=folder,
+        relion_voltage_kv=300.0,
+    )
+    average, _ = read_mrc(result.paths.average)
+    ctf = estimate_ctf(
+        torch.from_numpy(np.array(average, np.float32)), pixel_size_a=result.output_pixel_size_a
+    )
+    (folder / "ctf").mkdir()
+    (folder / "ctf" / f"{movie.stem}_ctf.json").write_text(json.dumps(ctf.to_dict(), indent=2))
+    return ProcessedMovie(folder, movie, result, ctf, tiny_frame_series.truth.ctf.defocus_um)
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ from cryowarp.cli.ctf import ctf_app
 from cryowarp.cli.demo import demo
 from cryowarp.cli.export import export_app
 from cryowarp.cli.motion import motion_app
+from cryowarp.cli.project import init, run, settings_app, status
 from cryowarp.cli.reconstruct import reconstruct
 from cryowarp.cli.simulate import simulate_app
 
@@ -45,3 +46,7 @@ app.add_typer(motion_app, name="motion")
 app.add_typer(ctf_app, name="ctf")
 app.add_typer(export_app, name="export")
 app.command("reconstruct")(reconstruct)
+app.command("init")(init)
+app.command("run")(run)
+app.command("status")(status)
+app.add_typer(settings_app, name="settings")

@@ -7,7 +7,6 @@ the RELION 5 validator and hold what the processing measured.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,7 @@ from cryowarp.io.mrc import read_mrc, read_mrc_header
 from cryowarp.io.relion import read_micrographs, read_particles
 from cryowarp.io.relion_motion import read_relion_motion
 from cryowarp.io.relion_validate import check_relion_star
-from cryowarp.preprocess.ctf.estimate import estimate_ctf
 from cryowarp.preprocess.ctf.result import CtfResult
-from cryowarp.preprocess.motion import MotionSettings, MovieInputSettings, correct_movie
 
 BOX = 48
 
@@ -37,31 +34,22 @@ class Processed:
     ctf: CtfResult
     positions_px: np.ndarray  # (n, 2) true particle positions (x, y), pixels of the average
     pixel_size_a: float
+    box_file: Path  # EMAN .box of the true positions
 
 
 @pytest.fixture(scope="module")
-def processed(tiny_frame_series: Any, tmp_path_factory: pytest.TempPathFactory) -> Processed:
-    folder = tmp_path_factory.mktemp("export_cli")
-    movie: Path = tiny_frame_series.movie
-    result = correct_movie(
-        movie,
-        input_settings=MovieInputSettings(gain_path=str(tiny_frame_series.gain)),
-        settings=MotionSettings(
-            patch_size_px=64, max_iterations=10, local_grid=(2, 2, 2), write_png=False
-        ),
-        out_dir=folder,
-        relion_voltage_kv=300.0,
-    )
-    average, _ = read_mrc(result.paths.average)
-    ctf = estimate_ctf(torch.from_numpy(average), pixel_size_a=result.output_pixel_size_a)
-    assert not ctf.failed
-    (folder / "ctf").mkdir()
-    (folder / "ctf" / f"{movie.stem}_ctf.json").write_text(json.dumps(ctf.to_dict()))
-    px = result.output_pixel_size_a
+def processed(
+    tiny_processed: Any, tiny_frame_series: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Processed:
+    """The session's processed tiny movie and a ``.box`` file of its true particle centres."""
+    px = tiny_processed.motion.output_pixel_size_a
     positions = tiny_frame_series.truth.particles.positions_a[:, :2].numpy() / px
-    boxes = BoxCoordinates(np.round(positions), np.full(positions.shape, 40.0))
-    write_box(folder / f"{movie.stem}.box", boxes)
-    return Processed(folder, movie.stem, ctf, np.round(positions), px)
+    stem = tiny_processed.movie.stem
+    box_file = tmp_path_factory.mktemp("export_cli") / f"{stem}.box"
+    write_box(box_file, BoxCoordinates(np.round(positions), np.full(positions.shape, 40.0)))
+    return Processed(
+        tiny_processed.folder, stem, tiny_processed.ctf, np.round(positions), px, box_file
+    )
 
 
 def _run(*args: str) -> Any:
@@ -97,7 +85,7 @@ def test_particles_from_box_files_are_extracted_with_the_local_ctf(
     out = tmp_path / "relion"
     _run(
         "export", "particles", processed.folder, "--out", out,
-        "--coords", processed.folder / f"{processed.stem}.box",
+        "--coords", processed.box_file,
         "--coords-pixel-size", processed.pixel_size_a,
         "--box", BOX, "--diameter", 60,
     )  # fmt: skip
@@ -133,7 +121,7 @@ def test_a_second_export_reuses_finished_extractions(processed: Processed, tmp_p
     out = tmp_path / "relion"
     args = [
         "export", "particles", processed.folder, "--out", out,
-        "--coords", processed.folder / f"{processed.stem}.box",
+        "--coords", processed.box_file,
         "--coords-pixel-size", processed.pixel_size_a, "--box", BOX,
     ]  # fmt: skip
     _run(*args)
@@ -161,7 +149,7 @@ def test_update_defocus_of_an_existing_particle_set(processed: Processed, tmp_pa
     out = tmp_path / "relion"
     _run(
         "export", "particles", processed.folder, "--out", out,
-        "--coords", processed.folder / f"{processed.stem}.box",
+        "--coords", processed.box_file,
         "--coords-pixel-size", processed.pixel_size_a, "--box", BOX, "--no-odd-even",
     )  # fmt: skip
     optics, table = read_particles(out / "particles.star")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,7 @@ import pytest
 import torch
 
 from cryowarp.errors import CorruptFileError, FileFormatError, MissingFileError
-from cryowarp.io.mrc import read_mrc, write_mrc
-from cryowarp.preprocess.ctf.estimate import estimate_ctf
+from cryowarp.io.mrc import write_mrc
 from cryowarp.preprocess.ctf.result import CtfResult
 from cryowarp.preprocess.export.filters import ExportFilters, apply_filters
 from cryowarp.preprocess.export.sources import (
@@ -31,47 +29,19 @@ from cryowarp.preprocess.export.sources import (
 from cryowarp.preprocess.motion import (
     MOTION_METADATA_VERSION,
     FrameMotion,
-    MotionResult,
-    MotionSettings,
     MovieInputSettings,
-    correct_movie,
 )
 
 # -- the real run ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Processed:
-    folder: Path  # the processing folder (motion/, average/, ctf/)
-    movie: Path
-    motion: MotionResult
-    ctf: CtfResult
-    true_defocus_um: float
+@pytest.fixture
+def processed(tiny_processed: Any) -> Any:
+    """The tiny movie processed once a session (``tests/conftest.py::tiny_processed``)."""
+    return tiny_processed
 
 
-@pytest.fixture(scope="module")
-def processed(tiny_frame_series: Any, tmp_path_factory: pytest.TempPathFactory) -> Processed:
-    """The tiny movie (256², 8 frames of 1 e⁻/Å², 1.5 Å/px) motion-corrected with a quick fit
-    and its average CTF-estimated, files written as ``cryowarp motion``/``ctf`` write them."""
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("h4_processed")
-    movie: Path = tiny_frame_series.movie
-    result = correct_movie(
-        movie,
-        input_settings=MovieInputSettings(gain_path=str(tiny_frame_series.gain)),
-        settings=MotionSettings(
-            patch_size_px=64, max_iterations=10, local_grid=(2, 2, 2), write_png=False
-        ),
-        out_dir=folder,
-    )
-    average, _ = read_mrc(result.paths.average)
-    ctf = estimate_ctf(torch.from_numpy(average), pixel_size_a=result.output_pixel_size_a)
-    (folder / "ctf").mkdir()
-    (folder / "ctf" / f"{movie.stem}_ctf.json").write_text(json.dumps(ctf.to_dict(), indent=2))
-    return Processed(folder, movie, result, ctf, tiny_frame_series.truth.ctf.defocus_um)
-
-
-def test_real_run_reads_back_what_processing_produced(processed: Processed) -> None:
+def test_real_run_reads_back_what_processing_produced(processed: Any) -> None:
     sources, problems = scan_processing_folder(processed.folder)
     assert problems == []
     assert [s.name for s in sources] == [processed.movie.stem]
@@ -103,7 +73,7 @@ def test_real_run_reads_back_what_processing_produced(processed: Processed) -> N
     assert abs(source.ctf.defocus_um - processed.true_defocus_um) < 0.05
 
 
-def test_real_run_filters_on_the_true_defocus(processed: Processed) -> None:
+def test_real_run_filters_on_the_true_defocus(processed: Any) -> None:
     sources, _ = scan_processing_folder(processed.folder)
     true = processed.true_defocus_um
     keep = apply_filters(
@@ -116,9 +86,7 @@ def test_real_run_filters_on_the_true_defocus(processed: Processed) -> None:
     assert drop[0].reasons == (f"defocus {measured:.4g} µm > {true - 0.2:.4g} µm",)
 
 
-def test_a_moved_processing_folder_is_read_where_it_is_now(
-    processed: Processed, tmp_path: Path
-) -> None:
+def test_a_moved_processing_folder_is_read_where_it_is_now(processed: Any, tmp_path: Path) -> None:
     moved = tmp_path / "elsewhere"
     shutil.copytree(processed.folder, moved)
     sources, problems = scan_processing_folder(moved)
@@ -129,7 +97,7 @@ def test_a_moved_processing_folder_is_read_where_it_is_now(
     assert sources[0].ctf_path == moved / "ctf" / f"{stem}_ctf.json"
 
 
-def test_source_from_the_real_average(processed: Processed) -> None:
+def test_source_from_the_real_average(processed: Any) -> None:
     average = processed.motion.paths.average
     ctf_json = processed.folder / "ctf" / f"{processed.movie.stem}_ctf.json"
     source = source_from_average(average, ctf_json=ctf_json)
