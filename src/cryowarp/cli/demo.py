@@ -1,48 +1,104 @@
-"""``cryowarp demo``: the main job on an embedded default.
+"""``cryowarp demo``: the main job on an embedded default (``make demo``).
 
-Simulates CTF-affected noisy projections of a procedural phantom, exports them as an MRC
-stack with a RELION 5 ``particles.star``, reads them back, reconstructs two half-maps by
-CTF-weighted Fourier back-projection and reports the FSC.
+Simulates movies with exact ground truth, creates a project on them, runs motion correction
+and CTF estimation, exports micrographs and particles (the true particle centres are the picks
+until picking exists), reconstructs them and prints how close every step came to the truth
+and where the results are (:mod:`cryowarp.pipeline.demo`). Defaults and help texts come from
+:class:`~cryowarp.pipeline.demo.DemoSettings`.
 
 Example::
 
-    cryowarp demo --out demo_out --particles 1000 --box 48 --pixel-size 2.0
+    cryowarp demo --out demo_out --movies 4 --seed 3 --workers 2
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
-from cryowarp.pipeline.demo import DemoSettings, run_demo
+from cryowarp.errors import CryowarpError
+from cryowarp.pipeline.demo import DemoResult, DemoSettings, run_demo
+
+__all__ = ["demo", "format_summary"]
 
 _DEFAULTS = DemoSettings()
-_HELP = {name: field.description for name, field in DemoSettings.model_fields.items()}
+_HELP = {name: field.description or "" for name, field in DemoSettings.model_fields.items()}
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("cryowarp_demo"),
-    particles: Annotated[
-        int, typer.Option("--particles", help=_HELP["n_particles"])
-    ] = _DEFAULTS.n_particles,
-    box: Annotated[int, typer.Option("--box", help=_HELP["box_size_px"])] = _DEFAULTS.box_size_px,
-    pixel_size: Annotated[
-        float, typer.Option("--pixel-size", help=_HELP["pixel_size_a"])
-    ] = _DEFAULTS.pixel_size_a,
-    snr: Annotated[float, typer.Option("--snr", help=_HELP["snr"])] = _DEFAULTS.snr,
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output folder (new, empty, or that of an earlier demo run)."),
+    ] = Path("cryowarp_demo"),
+    movies: Annotated[int, typer.Option("--movies", help=_HELP["n_movies"])] = _DEFAULTS.n_movies,
     seed: Annotated[int, typer.Option("--seed", help=_HELP["seed"])] = _DEFAULTS.seed,
+    workers: Annotated[
+        int, typer.Option("--workers", help=_HELP["n_workers"])
+    ] = _DEFAULTS.n_workers,
 ) -> None:
-    """Run the demo job: simulate, export to RELION STAR + MRC, read back, reconstruct, FSC.
+    """Simulate movies, process them as a project (motion, CTF), export to RELION 5,
+    reconstruct, and compare every step with the ground truth.
 
-    Example: cryowarp demo --out demo_out --particles 1000 --box 48 --pixel-size 2.0
+    Example: cryowarp demo --out demo_out --movies 4 --workers 2
     """
     try:
-        settings = DemoSettings(
-            n_particles=particles, box_size_px=box, pixel_size_a=pixel_size, snr=snr, seed=seed
-        )
-    except ValueError as error:
+        settings = DemoSettings(n_movies=movies, seed=seed, n_workers=workers)
+    except ValidationError as error:
         raise typer.BadParameter(str(error)) from error
-    result = run_demo(out, settings, log=lambda line: typer.echo(f"[demo] {line}"))
-    typer.echo(f"[demo] wrote {len(result.files)} files to {result.out_dir}")
+    try:
+        result = run_demo(out, settings, log=lambda line: typer.echo(f"[demo] {line}"))
+    except CryowarpError as error:
+        typer.echo(f"[demo] {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(format_summary(result))
+
+
+def format_summary(result: DemoResult) -> str:
+    """The demo's summary table, where each output is, and the commands to go on with."""
+    out = result.out_dir
+    rows = [
+        ("items done", f"{result.n_done} of {result.n_items}"),
+        ("mean CTF defocus error vs truth", f"{result.mean_defocus_error_um:.3f} µm"),
+        ("particles exported", f"{result.n_particles} (picks: the simulation's true centres)"),
+        ("FSC 0.143 of the half-maps", f"{result.resolution_half_maps_a:.1f} Å"),
+        ("FSC 0.143 of the map vs the truth", _angstrom(result.resolution_truth_0143_a)),
+        ("FSC 0.5 of the map vs the truth", _angstrom(result.resolution_truth_05_a)),
+        ("Nyquist", f"{result.nyquist_a:.1f} Å"),
+    ]
+    rows += [(f"not done: {name}", state) for name, state in result.not_done.items()]
+    paths = result.paths
+    labels = {
+        "data": "simulated movies + ground truth",
+        "project": "project",
+        "micrographs_star": "micrographs STAR",
+        "corrected_micrographs_star": "corrected micrographs STAR",
+        "particles_star": "particles STAR",
+        "map": "map (half1/half2.mrc beside it)",
+        "fsc_star": "FSC",
+        "truth_map": "truth map",
+    }
+    places = [(label, paths[key]) for key, label in labels.items() if key in paths]
+    width = max(len(label) for label, _ in rows + places)
+    lines = ["", "demo summary", "-" * (width + 30)]
+    lines += [f"{label:<{width}}  {value}" for label, value in rows]
+    lines += ["", "outputs"]
+    lines += [f"{label:<{width}}  {path}" for label, path in places]
+    project = paths["project"]
+    lines += [
+        "",
+        "next",
+        f"  cryowarp status {project}",
+        f"  cryowarp export particles {project} --coords {paths['particles_star']} "
+        f"--out {out / 'export_again'}",
+        f"  cryowarp reconstruct {paths['particles_star']} --out {out / 'reconstruction_again'}",
+        "  the dashboard comes later with `cryowarp dashboard` (not available yet)",
+    ]
+    return "\n".join(lines)
+
+
+def _angstrom(value: float | None) -> str:
+    return "not reached" if value is None or not math.isfinite(value) else f"{value:.1f} Å"

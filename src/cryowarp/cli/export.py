@@ -1,13 +1,17 @@
 """``cryowarp export``: RELION 5 / cryoSPARC-ready STAR files, particle stacks and defocus updates.
 
 ``FOLDER`` is a processing folder: the ``--out`` of ``cryowarp motion batch`` with the CTF
-estimates in ``FOLDER/ctf`` (``cryowarp ctf estimate 'FOLDER/average/*.mrc' --out FOLDER/ctf``).
-Every command reads what motion correction and CTF estimation recorded per micrograph
-(docs/relion_export.md), so its output can be regenerated at any time.
+estimates in ``FOLDER/ctf`` (``cryowarp ctf estimate 'FOLDER/average/*.mrc' --out FOLDER/ctf``),
+or a project (``cryowarp init``): then only its items whose every step is done are exported,
+and extraction options and quality filters not given default to the project's ``export`` and
+``filters`` settings (:mod:`cryowarp.pipeline.export`). Every command reads what motion
+correction and CTF estimation recorded per micrograph (docs/relion_export.md), so its output
+can be regenerated at any time.
 
 Examples::
 
     cryowarp export micrographs proc --out relion
+    cryowarp export particles proj --coords 'picks/*.star' --out relion   # proj: a project
     cryowarp export particles proc --coords 'picks/*.star' --box 256 --diameter 180 --out relion
     cryowarp export update-defocus refined.star proc --out refined_localctf.star
 """
@@ -15,7 +19,7 @@ Examples::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from pydantic import ValidationError
@@ -24,6 +28,8 @@ from rich.console import Console
 from cryowarp.cli._common import expand_patterns, parse_device
 from cryowarp.errors import CryowarpError, CryowarpInputError
 from cryowarp.io.relion import read_particles, write_particles
+from cryowarp.pipeline.export import export_defaults, is_project, project_sources, with_overrides
+from cryowarp.pipeline.project import open_project
 from cryowarp.preprocess.export.coordinates import read_coordinates
 from cryowarp.preprocess.export.defocus_update import update_particle_defocus
 from cryowarp.preprocess.export.export_micrographs import export_micrographs
@@ -44,14 +50,34 @@ export_app = typer.Typer(
 )
 
 _EX = ExtractionSettings()
-_EX_HELP = {name: f.description or "" for name, f in ExtractionSettings.model_fields.items()}
-_F_HELP = {name: f.description or "" for name, f in ExportFilters.model_fields.items()}
+
+
+def _ex_help(name: str) -> str:
+    """The field's description and where its default comes from (one source of truth)."""
+    description = ExtractionSettings.model_fields[name].description or ""
+    default = getattr(_EX, name)
+    otherwise = "" if default is None else f", else {default}"
+    return f"{description} When not given: the project's export.{name}{otherwise}."
+
+
+def _f_help(name: str) -> str:
+    description = ExportFilters.model_fields[name].description or ""
+    return f"{description} When not given: the project's filters.{name}, else not checked."
+
 
 Folder = Annotated[
-    Path, typer.Argument(help="Processing folder (motion outputs, CTF estimates in ctf/).")
+    Path,
+    typer.Argument(
+        help="Processing folder (motion outputs, CTF estimates in ctf/) or project folder "
+        "(only items whose every step is done are exported)."
+    ),
 ]
 CtfDir = Annotated[
-    Path | None, typer.Option("--ctf-dir", help="Folder of <name>_ctf.json (default FOLDER/ctf).")
+    Path | None,
+    typer.Option(
+        "--ctf-dir",
+        help="Folder of <name>_ctf.json (default FOLDER/ctf; not for a project).",
+    ),
 ]
 Out = Annotated[Path, typer.Option("--out", help="Export folder (created).")]
 Root = Annotated[
@@ -62,58 +88,105 @@ Root = Annotated[
         "default: the folder of the STAR file).",
     ),
 ]
-DefocusMin = Annotated[float | None, typer.Option("--defocus-min", help=_F_HELP["defocus_min_um"])]
-DefocusMax = Annotated[float | None, typer.Option("--defocus-max", help=_F_HELP["defocus_max_um"])]
+DefocusMin = Annotated[float | None, typer.Option("--defocus-min", help=_f_help("defocus_min_um"))]
+DefocusMax = Annotated[float | None, typer.Option("--defocus-max", help=_f_help("defocus_max_um"))]
 AstigMax = Annotated[
-    float | None, typer.Option("--astigmatism-max", help=_F_HELP["astigmatism_max_um"])
+    float | None, typer.Option("--astigmatism-max", help=_f_help("astigmatism_max_um"))
 ]
 CtfResMax = Annotated[
-    float | None, typer.Option("--ctf-resolution-max", help=_F_HELP["ctf_resolution_max_a"])
+    float | None, typer.Option("--ctf-resolution-max", help=_f_help("ctf_resolution_max_a"))
 ]
-DriftMax = Annotated[float | None, typer.Option("--drift-max", help=_F_HELP["total_drift_max_a"])]
+DriftMax = Annotated[float | None, typer.Option("--drift-max", help=_f_help("total_drift_max_a"))]
 EarlyMax = Annotated[
     float | None,
-    typer.Option("--early-motion-max", help=_F_HELP["early_motion_max_a_per_frame"]),
+    typer.Option("--early-motion-max", help=_f_help("early_motion_max_a_per_frame")),
 ]
 MaskedMax = Annotated[
-    float | None, typer.Option("--masked-fraction-max", help=_F_HELP["masked_fraction_max"])
+    float | None, typer.Option("--masked-fraction-max", help=_f_help("masked_fraction_max"))
 ]
 Include = Annotated[
-    Path | None, typer.Option("--include", help="File of item names to export (one per line).")
+    Path | None,
+    typer.Option(
+        "--include",
+        help="File of item names to export (one per line). When not given: the project's "
+        "filters.include, else all items.",
+    ),
 ]
 Exclude = Annotated[
-    Path | None, typer.Option("--exclude", help="File of item names never to export.")
+    Path | None,
+    typer.Option(
+        "--exclude",
+        help="File of item names never to export. When not given: the project's filters.exclude.",
+    ),
 ]
 
 
-def _filters(options: dict[str, Any], **extra: Any) -> ExportFilters:
+class _Inputs(NamedTuple):
+    """What an export starts from: the micrographs and the default settings."""
+
+    sources: list[MicrographSource]
+    extraction: ExtractionSettings
+    filters: ExportFilters
+
+
+def _filters(base: ExportFilters, options: dict[str, Any], **extra: Any) -> ExportFilters:
+    """``base`` with the filter options that were given."""
     try:
-        return ExportFilters(
-            defocus_min_um=options["defocus_min"],
-            defocus_max_um=options["defocus_max"],
-            astigmatism_max_um=options["astigmatism_max"],
-            ctf_resolution_max_a=options["ctf_resolution_max"],
-            total_drift_max_a=options["drift_max"],
-            early_motion_max_a_per_frame=options["early_motion_max"],
-            masked_fraction_max=options["masked_fraction_max"],
-            include=None
-            if options["include"] is None
-            else tuple(read_name_list(options["include"])),
-            exclude=() if options["exclude"] is None else tuple(read_name_list(options["exclude"])),
-            **extra,
+        return with_overrides(
+            base,
+            {
+                "defocus_min_um": options["defocus_min"],
+                "defocus_max_um": options["defocus_max"],
+                "astigmatism_max_um": options["astigmatism_max"],
+                "ctf_resolution_max_a": options["ctf_resolution_max"],
+                "total_drift_max_a": options["drift_max"],
+                "early_motion_max_a_per_frame": options["early_motion_max"],
+                "masked_fraction_max": options["masked_fraction_max"],
+                "include": None
+                if options["include"] is None
+                else tuple(read_name_list(options["include"])),
+                "exclude": None
+                if options["exclude"] is None
+                else tuple(read_name_list(options["exclude"])),
+                **extra,
+            },
         )
     except ValidationError as error:
         raise typer.BadParameter(str(error)) from error
 
 
-def _sources(folder: Path, ctf_dir: Path | None, console: Console) -> list[MicrographSource]:
-    sources, problems = scan_processing_folder(folder, ctf_dir=ctf_dir)
+def _inputs(folder: Path, ctf_dir: Path | None, console: Console) -> _Inputs:
+    """The micrographs of a processing folder, or the done items of a project, and the
+    defaults (the project's export and filters settings, or the models')."""
+    if not is_project(folder):
+        sources, problems = scan_processing_folder(folder, ctf_dir=ctf_dir)
+        where = f"{folder}/motion"
+        extraction, filters = ExtractionSettings(), ExportFilters()
+    else:
+        if ctf_dir is not None:
+            raise typer.BadParameter(
+                "a project keeps its CTF estimates in ctf/; leave --ctf-dir out",
+                param_hint="--ctf-dir",
+            )
+        try:
+            found = project_sources(open_project(folder))
+            extraction, filters = export_defaults(folder)
+        except CryowarpError as error:
+            raise typer.BadParameter(str(error), param_hint="FOLDER") from error
+        sources, problems = found.sources, found.problems
+        where = f"the done items of project {folder} (run `cryowarp run {folder}`)"
+        if found.not_done:
+            names = ", ".join(sorted(found.not_done)[:5])
+            console.print(
+                f"[yellow]{len(found.not_done)} item(s) not done are left out[/] ({names}"
+                f"{', …' if len(found.not_done) > 5 else ''}; `cryowarp status {folder}`)"
+            )
     for problem in problems:
         console.print(f"[yellow]skipped[/] {problem.path}: {problem.message}")
     if not sources:
-        console.print(f"[red]no micrograph found in {folder}/motion[/]")
+        console.print(f"[red]no micrograph found in {where}[/]")
         raise typer.Exit(1)
-    return sources
+    return _Inputs(sources, extraction, filters)
 
 
 @export_app.command("micrographs")
@@ -139,9 +212,11 @@ def micrographs(
     """
     console = Console()
     options = dict(locals())
-    sources = _sources(folder, ctf_dir, console)
+    inputs = _inputs(folder, ctf_dir, console)
+    sources = inputs.sources
+    filters = _filters(inputs.filters, options)
     try:
-        result = export_micrographs(sources, out_dir=out, filters=_filters(options), root=root)
+        result = export_micrographs(sources, out_dir=out, filters=filters, root=root)
     except CryowarpInputError as error:
         console.print(f"[red]{error}[/]")
         raise typer.Exit(1) from error
@@ -174,36 +249,37 @@ def particles(
             "do not say it (.box, .cs, coordinate-only STAR).",
         ),
     ] = None,
-    box: Annotated[int, typer.Option("--box", help=_EX_HELP["box_size_px"])] = _EX.box_size_px,
+    box: Annotated[int | None, typer.Option("--box", help=_ex_help("box_size_px"))] = None,
     pixel_size: Annotated[
-        float | None, typer.Option("--pixel-size", help=_EX_HELP["pixel_size_a"])
+        float | None, typer.Option("--pixel-size", help=_ex_help("pixel_size_a"))
     ] = None,
     diameter: Annotated[
-        float | None, typer.Option("--diameter", help=_EX_HELP["particle_diameter_a"])
+        float | None, typer.Option("--diameter", help=_ex_help("particle_diameter_a"))
     ] = None,
-    source: Annotated[str, typer.Option("--source", help=_EX_HELP["source"])] = _EX.source,
+    source: Annotated[str | None, typer.Option("--source", help=_ex_help("source"))] = None,
     ctf_correction: Annotated[
-        str, typer.Option("--ctf-correction", help=_EX_HELP["ctf_correction"])
-    ] = _EX.ctf_correction,
+        str | None, typer.Option("--ctf-correction", help=_ex_help("ctf_correction"))
+    ] = None,
     invert: Annotated[
-        bool, typer.Option("--invert/--no-invert", help=_EX_HELP["invert_contrast"])
-    ] = _EX.invert_contrast,
+        bool | None, typer.Option("--invert/--no-invert", help=_ex_help("invert_contrast"))
+    ] = None,
     normalize: Annotated[
-        bool, typer.Option("--normalize/--no-normalize", help=_EX_HELP["normalize"])
-    ] = _EX.normalize,
+        bool | None, typer.Option("--normalize/--no-normalize", help=_ex_help("normalize"))
+    ] = None,
     dose_weighting: Annotated[
-        bool,
-        typer.Option("--dose-weighting/--no-dose-weighting", help=_EX_HELP["dose_weighting"]),
-    ] = _EX.dose_weighting,
+        bool | None,
+        typer.Option("--dose-weighting/--no-dose-weighting", help=_ex_help("dose_weighting")),
+    ] = None,
     odd_even: Annotated[
-        bool, typer.Option("--odd-even/--no-odd-even", help=_EX_HELP["odd_even"])
-    ] = _EX.odd_even,
+        bool | None, typer.Option("--odd-even/--no-odd-even", help=_ex_help("odd_even"))
+    ] = None,
     float16: Annotated[
-        bool, typer.Option("--float16/--float32", help=_EX_HELP["float16"])
-    ] = _EX.float16,
+        bool | None, typer.Option("--float16/--float32", help=_ex_help("float16"))
+    ] = None,
     skip_edge: Annotated[
-        bool, typer.Option("--skip-edge/--keep-edge", help=_EX_HELP["skip_edge_particles"])
-    ] = _EX.skip_edge_particles,
+        bool | None,
+        typer.Option("--skip-edge/--keep-edge", help=_ex_help("skip_edge_particles")),
+    ] = None,
     latest: Annotated[
         int | None,
         typer.Option(
@@ -213,10 +289,10 @@ def particles(
         ),
     ] = None,
     particles_min: Annotated[
-        int | None, typer.Option("--particles-min", help=_F_HELP["particles_min"])
+        int | None, typer.Option("--particles-min", help=_f_help("particles_min"))
     ] = None,
     particles_max: Annotated[
-        int | None, typer.Option("--particles-max", help=_F_HELP["particles_max"])
+        int | None, typer.Option("--particles-max", help=_f_help("particles_max"))
     ] = None,
     ctf_dir: CtfDir = None,
     root: Root = None,
@@ -241,24 +317,30 @@ def particles(
     """
     console = Console()
     options = dict(locals())
+    inputs = _inputs(folder, ctf_dir, console)
+    sources = inputs.sources
     try:
-        settings = ExtractionSettings(
-            box_size_px=box,
-            pixel_size_a=pixel_size,
-            source=source,  # type: ignore[arg-type]
-            particle_diameter_a=diameter,
-            invert_contrast=invert,
-            normalize=normalize,
-            ctf_correction=ctf_correction,  # type: ignore[arg-type]
-            dose_weighting=dose_weighting,
-            odd_even=odd_even,
-            float16=float16,
-            skip_edge_particles=skip_edge,
+        settings = with_overrides(
+            inputs.extraction,
+            {
+                "box_size_px": box,
+                "pixel_size_a": pixel_size,
+                "source": source,
+                "particle_diameter_a": diameter,
+                "invert_contrast": invert,
+                "normalize": normalize,
+                "ctf_correction": ctf_correction,
+                "dose_weighting": dose_weighting,
+                "odd_even": odd_even,
+                "float16": float16,
+                "skip_edge_particles": skip_edge,
+            },
         )
     except ValidationError as error:
         raise typer.BadParameter(str(error)) from error
-    filters = _filters(options, particles_min=particles_min, particles_max=particles_max)
-    sources = _sources(folder, ctf_dir, console)
+    filters = _filters(
+        inputs.filters, options, particles_min=particles_min, particles_max=particles_max
+    )
     found: dict[str, list[ParticleSet]] = {}
     for path in expand_patterns(coords, what="coordinate file"):
         try:
@@ -308,7 +390,7 @@ def update_defocus(
     run_data_localctf.star``
     """
     console = Console()
-    sources = _sources(folder, ctf_dir, console)
+    sources = _inputs(folder, ctf_dir, console).sources
     try:
         optics, table = read_particles(particles_star)
         ctfs = {s.name: s.ctf for s in sources if s.ctf is not None}

@@ -1,34 +1,72 @@
-"""The demo job: simulate → export (MRC + RELION STAR) → read back → reconstruct → FSC.
+"""The demo job (``cryowarp demo``, ``make demo``): the whole chain that exists, on simulated
+movies with exact ground truth.
 
-It exercises every layer that exists today on an embedded default (a procedural phantom, so
-no data are needed): CTF, Fourier-slice projection, back-projection with CTF weighting,
-rotations, masks and FSC from :mod:`cryowarp.core`; MRC and STAR from :mod:`cryowarp.io`.
+1. **simulate** frame-series movies with :mod:`cryowarp.simulate` (the ``tiny`` preset scaled
+   to :class:`DemoSettings`: gain, detector defects, motion, astigmatic CTF, particles);
+2. **project**: :func:`~cryowarp.pipeline.project.init_project` on them and
+   :func:`~cryowarp.pipeline.runner.run_project` (motion correction, CTF estimation);
+3. **export** from the project (:mod:`cryowarp.pipeline.export`): the micrograph STAR files and
+   the particles, extracted from the frames with the fitted motion and local CTF. Picking does
+   not exist yet: the **true** particle centres and orientations of the simulation are the
+   picks;
+4. **reconstruct** the exported particles (:func:`~cryowarp.refine.reconstruction.reconstruct.
+   reconstruct_from_star`) and compare with the noise-free map of the simulated species.
+
+Layout of ``OUT`` (a second run with the same settings reuses the data and every finished
+step; other settings start afresh)::
+
+    demo.json          DemoSettings and the measured summary
+    data/              movies, gain.mrc, ground_truth/ (docs/simulator.md)
+    project/           the project (docs/pipeline.md): cryowarp.json, items/, average/, ctf/, …
+    export/            micrographs_ctf.star, corrected_micrographs.star, particles.star, …
+    reconstruction/    half1.mrc, half2.mrc, map.mrc, fsc.star, truth.mrc (the species map)
+
+Conventions: docs/conventions.md.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from cryowarp.core.backprojection import Reconstructor
-from cryowarp.core.ctf import CTFParams, ctf_2d
-from cryowarp.core.fourier import irfft_centered, rfft_centered
-from cryowarp.core.fsc import fsc, fsc_resolution_a
-from cryowarp.core.masks import spherical_mask
-from cryowarp.core.projection import project_real
-from cryowarp.core.rotations import euler_to_matrix, matrix_to_euler, random_rotations
-from cryowarp.io.mrc import read_mrc, write_mrc
-from cryowarp.io.relion import OpticsGroup, ParticleTable, read_particles, write_particles
-from cryowarp.simulate.phantom import blob_phantom
+from cryowarp.core.resize import crop_or_pad
+from cryowarp.errors import CryowarpInputError
+from cryowarp.io.files import write_text_atomically
+from cryowarp.io.mrc import write_mrc
+from cryowarp.io.relion_validate import RelionStarKind, check_relion_star
+from cryowarp.pipeline.executors import make_executor
+from cryowarp.pipeline.export import project_sources
+from cryowarp.pipeline.project import init_project
+from cryowarp.pipeline.runner import ItemOutcome, run_project
+from cryowarp.pipeline.settings import (
+    DataSettings,
+    OpticsSettings,
+    ProjectSettings,
+    WorkerSettings,
+)
+from cryowarp.preprocess.ctf.settings import CtfSettings
+from cryowarp.preprocess.export.export_micrographs import export_micrographs
+from cryowarp.preprocess.export.export_particles import export_particles
+from cryowarp.preprocess.export.particle_set import ParticleSet
+from cryowarp.preprocess.export.settings import ExtractionSettings
+from cryowarp.preprocess.motion.settings import MotionSettings, MovieInputSettings
+from cryowarp.refine.reconstruction.reconstruct import reconstruct_from_star
+from cryowarp.simulate.ground_truth import FrameSeriesTruth, load_ground_truth
+from cryowarp.simulate.presets import FrameSeriesSettings, frame_series_preset
+from cryowarp.simulate.write import write_frame_series_dataset
 
 __all__ = ["DemoResult", "DemoSettings", "run_demo"]
+
+_MARKER = "demo.json"
+_FOLDERS = ("data", "project", "export", "reconstruction")
 
 
 class DemoSettings(BaseModel):
@@ -36,39 +74,84 @@ class DemoSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_particles: int = Field(
-        default=1000, ge=20, description="Number of simulated particle images."
+    n_movies: int = Field(default=4, ge=1, description="Number of simulated movies.")
+    field_size_px: int = Field(
+        default=512, ge=128, description="Edge of the square field of each movie in pixels."
     )
-    box_size_px: int = Field(default=48, ge=16, description="Box edge in pixels.")
-    pixel_size_a: float = Field(default=2.0, gt=0, description="Pixel size in Å.")
-    snr: float = Field(
-        default=0.5,
-        gt=0,
-        description="Signal-to-noise ratio per image: variance of the CTF-affected "
-        "projections over that of the added white noise.",
+    pixel_size_a: float = Field(default=2.0, gt=0, description="Pixel size of the movies in Å.")
+    n_frames: int = Field(default=8, ge=2, description="Frames per movie.")
+    dose_per_frame_e_per_a2: float = Field(
+        default=5.0, gt=0, description="Exposure per frame in e⁻/Å²."
+    )
+    n_particles: int = Field(
+        default=40, ge=1, description="Particles per movie (at most; fewer fit a small field)."
+    )
+    box_size_px: int = Field(
+        default=48, ge=16, multiple_of=2, description="Edge of the extracted particle box in px."
+    )
+    particle_diameter_a: float = Field(
+        default=70.0, gt=0, description="Particle diameter in Å (background for normalisation)."
     )
     seed: int = Field(
-        default=0, description="Seed of every random choice (the demo is deterministic)."
+        default=3, ge=0, description="Seed of the simulation (same seed → the same movies)."
+    )
+    n_workers: int = Field(
+        default=1,
+        ge=0,
+        description="Worker processes of the project run (0: in this process).",
     )
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What the demo measured and wrote."""
+    """What the demo measured and where it wrote it (``OUT`` layout: module docstring).
+
+    Attributes
+    ----------
+    n_items, n_done:
+        Items (movies) in the project and those whose every step is done.
+    not_done:
+        Item → state and reason, for the items that are not done.
+    defocus_error_um:
+        Item → |fitted − true| mean defocus at the field centre (µm), done items.
+    n_particles:
+        Particles exported (``export/particles.star``).
+    resolution_half_maps_a:
+        FSC(half 1, half 2) = 0.143, unmasked (Å).
+    resolution_truth_0143_a, resolution_truth_05_a:
+        FSC(map, noise-free species map) = 0.143 and 0.5 (Å).
+    nyquist_a:
+        Nyquist resolution of the particles (Å).
+    paths:
+        Name → path of each output (``project``, ``particles_star``, ``map`` …).
+    """
 
     out_dir: Path
+    n_items: int
+    n_done: int
+    not_done: dict[str, str]
+    defocus_error_um: dict[str, float]
     n_particles: int
-    box_size_px: int
-    pixel_size_a: float
-    resolution_halves_a: float  # FSC(half 1, half 2) = 0.143
-    resolution_truth_a: float  # FSC(full map, truth) = 0.5
+    resolution_half_maps_a: float
+    resolution_truth_0143_a: float | None
+    resolution_truth_05_a: float | None
     nyquist_a: float
-    files: tuple[Path, ...]
+    paths: dict[str, Path] = field(default_factory=dict)
 
+    @property
+    def mean_defocus_error_um(self) -> float:
+        errors = list(self.defocus_error_um.values())
+        return sum(errors) / len(errors) if errors else math.nan
 
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """A float32 tensor copy of a (possibly read-only, memory-mapped) array."""
-    return torch.tensor(np.asarray(array), dtype=torch.float32)
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (paths as text, NaN/inf as ``None``)."""
+        document = asdict(self)
+        document["out_dir"] = str(self.out_dir)
+        document["paths"] = {k: str(v) for k, v in self.paths.items()}
+        document["mean_defocus_error_um"] = _finite(self.mean_defocus_error_um)
+        for key in ("resolution_half_maps_a", "resolution_truth_0143_a", "resolution_truth_05_a"):
+            document[key] = _finite(document[key])
+        return document
 
 
 def run_demo(
@@ -77,138 +160,228 @@ def run_demo(
     *,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Run the demo job (see :class:`DemoSettings`) and write its outputs into ``out_dir``.
+    """Run the demo (module docstring) into ``out_dir``; ``log`` receives one line per step.
 
-    ``log`` receives one line per step.
+    Raises
+    ------
+    CryowarpInputError
+        ``out_dir`` is a non-empty folder that a demo did not write (nothing is deleted), or
+        no item could be processed (the reasons are in the message).
     """
     settings = settings or DemoSettings()
-    n_particles = settings.n_particles
-    pixel_size_a = settings.pixel_size_a
-    snr = settings.snr
-    seed = settings.seed
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(seed)
-    box = settings.box_size_px
+    out = Path(out_dir).absolute()
+    simulation = _simulation_settings(settings)
+    _prepare(out, settings, simulation, log)
+    data, project_dir = out / "data", out / "project"
+    export_dir, rec_dir = out / "export", out / "reconstruction"
 
-    log(f"phantom: {box}^3 voxels at {pixel_size_a} Å/px")
-    truth = blob_phantom(box, seed=seed)
-    rotations = random_rotations(n_particles, generator=g)
-    defocus_um = 0.8 + 1.7 * torch.rand(n_particles, generator=g)
-    astig_x_um = 0.05 * torch.randn(n_particles, generator=g)
-    astig_y_um = 0.05 * torch.randn(n_particles, generator=g)
-    ctf = CTFParams.create(
-        pixel_size_a=pixel_size_a,
-        defocus_um=defocus_um,
-        astig_x_um=astig_x_um,
-        astig_y_um=astig_y_um,
-        voltage_kv=300.0,
-        cs_mm=2.7,
-        amplitude_contrast=0.07,
+    truths = _simulate(data, simulation, settings, log)
+    project = init_project(project_dir, _project_settings(settings, data), overwrite=True)
+    log(f"project: {project.folder} (motion correction and CTF estimation of each movie)")
+    executor = make_executor(workers=settings.n_workers)
+
+    def progress(outcome: ItemOutcome, done: int, known: int) -> None:
+        steps = ", ".join(outcome.steps_run) or "nothing to redo"
+        reason = f" ({outcome.reason})" if outcome.reason else ""
+        log(f"  {outcome.name}: {outcome.state}{reason} [{steps}; {outcome.seconds:.1f} s]")
+
+    try:
+        summary = run_project(project, executor=executor, progress=progress)
+    finally:
+        executor.shutdown(cancel=True)
+    if not summary.outcomes:
+        log("  every item is up to date (nothing redone)")
+
+    found = project_sources(project)
+    if not found.sources:
+        reasons = "; ".join(f"{k}: {v}" for k, v in found.not_done.items())
+        raise CryowarpInputError(project.folder, f"no item was processed ({reasons})")
+    by_name = {t.movie_path.stem: t for t in truths}
+    errors = {
+        s.name: abs(s.ctf.defocus_um - by_name[s.name].ctf.defocus_um)
+        for s in found.sources
+        if s.ctf is not None and s.name in by_name
+    }
+    log(f"export: {export_dir} (the simulation's true centres and orientations are the picks)")
+    micrographs = export_micrographs(
+        found.sources, out_dir=export_dir, filters=project.settings.filters
     )
-
-    log(f"simulate: {n_particles} CTF-affected projections at SNR {snr}")
-    projections = project_real(truth, rotations)
-    images = irfft_centered(
-        rfft_centered(projections, ndim=2) * ctf_2d(ctf, (box, box)), shape=(box, box)
+    particles = export_particles(
+        found.sources,
+        _truth_picks(truths),
+        project.settings.export,
+        out_dir=export_dir,
+        filters=project.settings.filters,
+        device=_device(),
     )
-    noise_sigma = float(images.std()) / snr**0.5
-    images = images + noise_sigma * torch.randn(images.shape, generator=g)
-
-    log("export: particles.mrcs + particles.star (RELION 5)")
-    stack = out / "particles.mrcs"
-    star = out / "particles.star"
-    write_mrc(stack, images.numpy(), voxel_size_a=pixel_size_a, is_stack=True)
-    u_a, v_a, angle_deg = ctf.to_relion_defocus()
-    euler = matrix_to_euler(rotations.double())
-    optics = OpticsGroup(
-        optics_group=1,
-        name="opticsGroup1",
-        pixel_size_a=pixel_size_a,
-        voltage_kv=300.0,
-        cs_mm=2.7,
-        amplitude_contrast=0.07,
-        image_size_px=box,
-        image_dimensionality=2,
+    if particles.star is None or micrographs.ctf_star is None:
+        raise CryowarpInputError(export_dir, f"nothing exported ({particles.failures})")
+    stars: tuple[tuple[Path | None, RelionStarKind], ...] = (
+        (particles.star, "particles"),
+        (micrographs.ctf_star, "micrographs"),
+        (micrographs.corrected_star, "corrected_micrographs"),
     )
-    frame = pd.DataFrame(
-        {
-            "rlnImageName": [f"{i + 1:06d}@{stack.name}" for i in range(n_particles)],
-            "rlnOpticsGroup": np.ones(n_particles, dtype=np.int64),
-            "rlnAngleRot": euler[:, 0].numpy(),
-            "rlnAngleTilt": euler[:, 1].numpy(),
-            "rlnAnglePsi": euler[:, 2].numpy(),
-            "rlnOriginXAngst": np.zeros(n_particles),
-            "rlnOriginYAngst": np.zeros(n_particles),
-            "rlnDefocusU": u_a.numpy(),
-            "rlnDefocusV": v_a.numpy(),
-            "rlnDefocusAngle": angle_deg.numpy(),
-            "rlnRandomSubset": (np.arange(n_particles) % 2 + 1).astype(np.int64),
-        }
+    for path, kind in stars:
+        if path is not None:
+            check_relion_star(path, kind=kind, root=path.parent)
+    log("  RELION 5 check of the STAR files: passed")
+
+    log(f"reconstruct: {rec_dir} ({particles.n_particles} particles, true poses)")
+    rec_dir.mkdir(parents=True, exist_ok=True)
+    truth_map = rec_dir / "truth.mrc"
+    species = truths[0].species[0]
+    volume = crop_or_pad(truths[0].read_species_map(species.name), (settings.box_size_px,) * 3)
+    write_mrc(truth_map, volume.numpy(), voxel_size_a=species.pixel_size_a)
+    reconstruction = reconstruct_from_star(
+        particles.star, out_dir=rec_dir, reference=truth_map, device=_device()
     )
-    write_particles(star, [optics], ParticleTable(frame, [optics]))
-
-    log("read back: particles.star + particles.mrcs")
-    (read_optics, table) = read_particles(star)
-    stack_data, _ = read_mrc(stack)
-    read_images = _tensor(stack_data)
-    read_rotations = euler_to_matrix(_tensor(table.euler_deg()))
-    group = read_optics[0]
-    read_ctf = CTFParams.from_relion(
-        defocus_u_a=_tensor(table.defocus_u_a()),
-        defocus_v_a=_tensor(table.defocus_v_a()),
-        defocus_angle_deg=_tensor(table.defocus_angle_deg()),
-        pixel_size_a=group.pixel_size_a,
-        voltage_kv=group.voltage_kv,
-        cs_mm=group.cs_mm,
-        amplitude_contrast=group.amplitude_contrast,
-    )
-    subsets = torch.tensor(table.random_subset())
-
-    log("reconstruct: two half-maps, CTF-weighted Fourier back-projection")
-    halves = []
-    for subset in (1, 2):
-        keep = subsets == subset
-        reconstructor = Reconstructor((box, box, box))
-        weights = ctf_2d(read_ctf, reconstructor.padded_image_shape)[keep]
-        reconstructor.insert_images(read_images[keep], read_rotations[keep], ctf=weights)
-        halves.append(reconstructor.reconstruct(snr=1.0))
-    full = (halves[0] + halves[1]) / 2
-
-    mask = spherical_mask((box, box, box), box / 2 - 4, soft_edge_px=4.0)
-    curve_halves = fsc(halves[0] * mask, halves[1] * mask)
-    curve_truth = fsc(full * mask, truth * mask)
-    res_halves = fsc_resolution_a(curve_halves, box, pixel_size_a, threshold=0.143)
-    res_truth = fsc_resolution_a(curve_truth, box, pixel_size_a, threshold=0.5)
-    log(f"FSC(half 1, half 2) = 0.143 at {res_halves:.2f} Å")
-    log(f"FSC(map, truth) = 0.5 at {res_truth:.2f} Å (Nyquist {2 * pixel_size_a:.2f} Å)")
-
-    files = [stack, star]
-    for name, volume in (("half1", halves[0]), ("half2", halves[1]), ("map", full)):
-        path = out / f"{name}.mrc"
-        write_mrc(path, volume.numpy(), voxel_size_a=pixel_size_a)
-        files.append(path)
-    fsc_path = out / "fsc.json"
-    fsc_path.write_text(
-        json.dumps(
-            {
-                "frequency_per_a": (torch.arange(box // 2 + 1) / (box * pixel_size_a)).tolist(),
-                "fsc_half_maps": curve_halves.tolist(),
-                "fsc_map_truth": curve_truth.tolist(),
-                "resolution_half_maps_a": res_halves,
-                "resolution_map_truth_a": res_truth,
-            },
-            indent=1,
-        )
-    )
-    files.append(fsc_path)
-    return DemoResult(
+    result = DemoResult(
         out_dir=out,
-        n_particles=n_particles,
-        box_size_px=box,
-        pixel_size_a=pixel_size_a,
-        resolution_halves_a=res_halves,
-        resolution_truth_a=res_truth,
-        nyquist_a=2 * pixel_size_a,
-        files=tuple(files),
+        n_items=len(found.sources) + len(found.not_done) + len(found.problems),
+        n_done=len(found.sources),
+        not_done=dict(found.not_done),
+        defocus_error_um=errors,
+        n_particles=particles.n_particles,
+        resolution_half_maps_a=reconstruction.resolution_a,
+        resolution_truth_0143_a=reconstruction.reference_resolution_0143_a,
+        resolution_truth_05_a=reconstruction.reference_resolution_05_a,
+        nyquist_a=2 * reconstruction.pixel_size_a,
+        paths=_paths(
+            data=data,
+            project=project.folder,
+            micrographs_star=micrographs.ctf_star,
+            corrected_micrographs_star=micrographs.corrected_star,
+            particles_star=particles.star,
+            map=rec_dir / "map.mrc",
+            fsc_star=rec_dir / "fsc.star",
+            truth_map=truth_map,
+        ),
     )
+    marker = {"settings": settings.model_dump(mode="json"), "summary": result.to_dict()}
+    write_text_atomically(out / _MARKER, json.dumps(marker, indent=1) + "\n")
+    return result
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _simulation_settings(settings: DemoSettings) -> FrameSeriesSettings:
+    """The ``tiny`` preset at the demo's size: one species, 300 Å of ice, 1.5–2.5 µm
+    defocus with 0.25–0.4 µm astigmatism (as ``test_export_reconstruct`` uses)."""
+    return frame_series_preset(
+        "tiny",
+        shape_px=(settings.field_size_px, settings.field_size_px),
+        pixel_size_a=settings.pixel_size_a,
+        n_frames=settings.n_frames,
+        dose_per_frame_e_per_a2=settings.dose_per_frame_e_per_a2,
+        n_particles=settings.n_particles,
+        particle_spacing=1.2,
+        defocus_range_um=(1.5, 2.5),
+        astigmatism_range_um=(0.25, 0.4),
+    )
+
+
+def _prepare(
+    out: Path,
+    settings: DemoSettings,
+    simulation: FrameSeriesSettings,
+    log: Callable[[str], None],
+) -> None:
+    """Check that ``out`` is empty or a demo's; start afresh when its data differ."""
+    marker = out / _MARKER
+    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
+        raise CryowarpInputError(
+            out, "is not empty and not a demo folder", "choose a new or empty folder for --out"
+        )
+    if not _same_data(out / "data", simulation, settings):
+        for name in _FOLDERS:
+            if (out / name).exists():
+                log(f"removing {out / name} (other demo settings)")
+                shutil.rmtree(out / name)
+        marker.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(marker, json.dumps({"settings": settings.model_dump(mode="json")}))
+
+
+def _same_data(data: Path, simulation: FrameSeriesSettings, settings: DemoSettings) -> bool:
+    """Whether ``data`` holds the movies these settings simulate (same settings and seed)."""
+    try:
+        truths = [load_ground_truth(data, m) for m in range(settings.n_movies)]
+    except (CryowarpInputError, KeyError, ValueError):
+        return False
+    document = json.loads((data / "ground_truth" / "ground_truth.json").read_text())
+    return (
+        len(document.get("movies", ())) == settings.n_movies
+        and truths[0].settings == simulation
+        and truths[0].seed == settings.seed
+        and all(t.movie_path.is_file() for t in truths)
+    )
+
+
+def _simulate(
+    data: Path, simulation: FrameSeriesSettings, settings: DemoSettings, log: Callable[[str], None]
+) -> list[FrameSeriesTruth]:
+    n = settings.n_movies
+    size = f"{settings.field_size_px}² px at {settings.pixel_size_a} Å/px"
+    if _same_data(data, simulation, settings):
+        log(f"simulate: reusing the {n} movies in {data}")
+    else:
+        log(
+            f"simulate: {n} movies of {size}, {settings.n_frames} frames × "
+            f"{settings.dose_per_frame_e_per_a2} e⁻/Å², up to {settings.n_particles} particles"
+        )
+        write_frame_series_dataset(
+            data, simulation, n_movies=n, seed=settings.seed, log=lambda line: log(f"  {line}")
+        )
+    return [load_ground_truth(data, m) for m in range(n)]
+
+
+def _project_settings(settings: DemoSettings, data: Path) -> ProjectSettings:
+    """Motion with a 2×2×2 local grid, CTF in 256-px windows (fields of 512 px), extraction
+    of the demo's box; paths relative to the project folder (``OUT/project``)."""
+    return ProjectSettings(
+        data=DataSettings(
+            pattern=f"../{data.name}/movie_*.mrc",
+            movie=MovieInputSettings(
+                pixel_size_a=settings.pixel_size_a,
+                dose_per_frame_e_per_a2=settings.dose_per_frame_e_per_a2,
+                gain_path=f"../{data.name}/gain.mrc",
+            ),
+        ),
+        optics=OpticsSettings(),  # 300 kV, 2.7 mm, 0.07: the simulator's
+        motion=MotionSettings(local_grid=(2, 2, 2)),
+        ctf=CtfSettings(window_size_px=min(256, settings.field_size_px // 2)),
+        workers=WorkerSettings(n_workers=max(1, settings.n_workers)),
+        export=ExtractionSettings(
+            box_size_px=settings.box_size_px, particle_diameter_a=settings.particle_diameter_a
+        ),
+    )
+
+
+def _truth_picks(truths: list[FrameSeriesTruth]) -> dict[str, ParticleSet]:
+    """The true centres (x, y in Å, frame-0 geometry) and orientations of the particles of the
+    first species, as picks centred on the particles (origin 0)."""
+    picks = {}
+    for truth in truths:
+        species = truth.species[0].name
+        keep = torch.tensor([s == species for s in truth.particles.species], dtype=torch.bool)
+        name = truth.movie_path.stem
+        picks[name] = ParticleSet(
+            name,
+            truth.particles.positions_a[keep, :2].clone(),
+            euler_deg=truth.particles.euler_deg[keep].clone(),
+            source="simulation ground truth",
+        )
+    return picks
+
+
+def _paths(**paths: Path | None) -> dict[str, Path]:
+    return {name: path for name, path in paths.items() if path is not None}
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
