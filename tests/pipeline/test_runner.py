@@ -341,6 +341,10 @@ def test_watch_mode_takes_new_movies_as_they_complete(raw: Path, tmp_path: Path)
     deadline = time.monotonic() + 60
 
     def write_slowly() -> None:
+        # a file that never completes comes first: the watcher must quarantine it and go on
+        (data / "stuck.mrc").write_bytes((raw / "movie_001.mrc").read_bytes()[:5000])
+        while "stuck" not in finished and time.monotonic() < deadline:
+            time.sleep(0.05)
         for name in ("movie_000.mrc", "movie_002.mrc"):
             content = (raw / name).read_bytes()
             with (data / name).open("wb") as handle:
@@ -348,7 +352,6 @@ def test_watch_mode_takes_new_movies_as_they_complete(raw: Path, tmp_path: Path)
                     handle.write(content[start : start + len(content) // 4])
                     handle.flush()
                     time.sleep(0.1)
-        (data / "stuck.mrc").write_bytes((raw / "movie_001.mrc").read_bytes()[:5000])
 
     writer = threading.Thread(target=write_slowly)
     writer.start()
@@ -362,6 +365,7 @@ def test_watch_mode_takes_new_movies_as_they_complete(raw: Path, tmp_path: Path)
     writer.join()
     states = {o.name: o.state for o in summary.outcomes}
     assert states == {"movie_000": "done", "movie_002": "done", "stuck": "quarantined"}
+    assert finished[0] == "stuck"  # the good movies came after it and were still taken
     events = EventLog.read(project.events_path)
     latencies = [e["latency_s"] for e in events if e["kind"] == "item_done"]
     assert len(latencies) == 2
