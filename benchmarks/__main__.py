@@ -8,7 +8,7 @@ import os
 import platform
 from pathlib import Path
 
-from benchmarks import ctf, foundation, motion, simulator
+from benchmarks import ctf, export, foundation, motion, pipeline, simulator
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = Path(
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--suite",
-        choices=["all", "foundation", "simulator", "motion", "ctf"],
+        choices=["all", "foundation", "simulator", "motion", "ctf", "export", "pipeline"],
         default="all",
         help="which suite to run (default: all; the simulator's k3 movie takes ~15 min, the "
         "motion suite simulates and caches its k3 movie on the first full run)",
@@ -39,11 +39,22 @@ def main() -> None:
         reports["motion"] = motion.run(quick=args.quick)
     if args.suite in ("all", "ctf"):
         reports["ctf"] = ctf.run(quick=args.quick)
+    if args.suite in ("all", "export"):
+        reports["export"] = export.run(quick=args.quick)
+    if args.suite in ("all", "pipeline"):
+        reports["pipeline"] = pipeline.run(quick=args.quick)
     for name, report in reports.items():
         report["machine"] = machine
         (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     # The summary covers every suite whose results exist, fresh or from an earlier run.
-    modules = {"foundation": foundation, "simulator": simulator, "motion": motion, "ctf": ctf}
+    modules = {
+        "foundation": foundation,
+        "simulator": simulator,
+        "motion": motion,
+        "ctf": ctf,
+        "export": export,
+        "pipeline": pipeline,
+    }
     summary = "# Benchmark results\n\nWritten by `python -m benchmarks`.\n\n"
     for name, module in modules.items():
         path = args.out / f"{name}.json"
