@@ -17,6 +17,7 @@ __all__ = ["FILE_SUFFIXES", "NAME_SUFFIXES", "group_by_micrograph", "micrograph_
 
 FILE_SUFFIXES = (
     ".mrc", ".mrcs", ".tif", ".tiff", ".eer", ".st", ".bz2", ".gz", ".star", ".box", ".cs", ".txt",
+    ".json", ".png", ".xml",
 )  # fmt: skip
 """File extensions removed (repeatedly, case-insensitively) from the end of a name."""
 

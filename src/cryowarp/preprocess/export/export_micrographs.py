@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from cryowarp.io.relion import OpticsGroup, write_micrographs
+from cryowarp.io.relion import MicrographTable, OpticsGroup, write_micrographs
 from cryowarp.preprocess.ctf.star import ctf_micrograph_table
 from cryowarp.preprocess.export.filters import ExportFilters, FilterDecision, apply_filters
 from cryowarp.preprocess.export.sources import MicrographSource
@@ -132,7 +132,8 @@ def export_micrographs(
     corrected_star: Path | None = None
     if chosen:
         names = [relative_path(s.average_path, base) for s in chosen if s.average_path]
-        _, table = ctf_micrograph_table(names, [s.ctf for s in chosen if s.ctf], optics=optics)
+        results = [s.ctf for s in chosen if s.ctf is not None]
+        _, table = ctf_micrograph_table(names, results, optics=optics)
         frame = table.frame
         frame["rlnOpticsGroup"] = [member[s.name] for s in chosen]
         frame["rlnMicrographMetadata"] = [
@@ -142,7 +143,7 @@ def export_micrographs(
         if all(s.motion_star_path is None for s in chosen):
             frame = frame.drop(columns=["rlnMicrographMetadata"])
         ctf_star = out / "micrographs_ctf.star"
-        write_micrographs(ctf_star, optics, type(table)(frame, optics))
+        write_micrographs(ctf_star, optics, MicrographTable(frame, optics))
         rows = []
         for source in chosen:
             if source.motion_star_path is None or source.average_path is None:

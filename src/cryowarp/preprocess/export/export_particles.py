@@ -23,7 +23,6 @@ import torch
 
 from cryowarp.errors import CryowarpInputError
 from cryowarp.io.files import write_text_atomically
-from cryowarp.io.relion import read_particles
 from cryowarp.preprocess.export.filters import (
     ExportFilters,
     FilterDecision,
@@ -32,6 +31,7 @@ from cryowarp.preprocess.export.filters import (
 )
 from cryowarp.preprocess.export.micrograph_particles import extract_micrograph_particles
 from cryowarp.preprocess.export.particle_files import (
+    HalfStack,
     merge_particle_stars,
     particle_file_paths,
     write_micrograph_particles,
@@ -148,6 +148,7 @@ def export_particles(
     failures: dict[str, str] = {}
     reused: list[str] = []
     stars: list[Path] = []
+    names: list[str] = []
     for done, source in enumerate(todo):
         files = particle_file_paths(out, source.name, odd_even=settings.odd_even)
         if reuse and _is_current(files.star, source, same):
@@ -165,17 +166,20 @@ def export_particles(
                 continue
             files = write_micrograph_particles(extracted, out, float16=settings.float16)
         stars.append(files.star)
-        counts[source.name] = _count(files.star)
+        names.append(source.name)
         if progress is not None:
             progress(source.name, done + 1, len(todo))
 
-    written: dict[str, Path | None] = {"full": None, "odd": None, "even": None}
+    written: dict[HalfStack, Path | None] = {"full": None, "odd": None, "even": None}
     if stars:
-        halves = ("full", "odd", "even") if settings.odd_even else ("full",)
-        for half in halves:
-            path = star if half == "full" else star.with_name(f"{star.stem}_{half}{star.suffix}")
-            merge_particle_stars(stars, path, out_dir=out, root=root, half=half)  # type: ignore[arg-type]
-            written[half] = path
+        halves: tuple[HalfStack, ...] = ("full", "odd", "even") if settings.odd_even else ("full",)
+        targets: dict[HalfStack, Path] = {
+            half: star if half == "full" else star.with_name(f"{star.stem}_{half}{star.suffix}")
+            for half in halves
+        }
+        sizes = merge_particle_stars(stars, targets, out_dir=out, root=root)
+        counts = dict(zip(names, sizes, strict=True))
+        written.update(targets)
     return ParticleExport(
         star=written["full"],
         odd_star=written["odd"],
@@ -186,8 +190,3 @@ def export_particles(
         failures=failures,
         decisions=tuple(decisions),
     )
-
-
-def _count(star: Path) -> int:
-    _, table = read_particles(star)
-    return len(table)

@@ -143,8 +143,9 @@ class _SpectrumSums:
 
     def add(self, spectra: torch.Tensor, weight: torch.Tensor | float, frame: int) -> None:
         targets = [0, 1 if frame % 2 else 2] if self.halves else [0]
+        weighted = spectra * weight
         for index in targets:
-            self.data[index] += spectra * weight
+            self.data[index] += weighted
             self.weight[index] += weight
 
     def results(self) -> list[torch.Tensor]:
@@ -267,13 +268,13 @@ def extract_from_images(
         padding=padding,
     )
     read = geometry.read_box_px
+    where_px = positions_a.to(torch.float64) / image_pixel_size_a
+    centres = torch.round(where_px)
+    ramp = shift_phase_ramp((read, read), -(where_px - centres).to(torch.float32))
     out: list[torch.Tensor] = []
-    for image in images:
-        where_px = positions_a.to(torch.float64) / image_pixel_size_a
-        centres = torch.round(where_px)
-        rests = (where_px - centres).to(torch.float32).to(image.device)
+    for image in images:  # the same boxes and sub-pixel shifts in every image
         boxes = cut_boxes(image.to(torch.float32), centres, read)
-        spectra = rfft_centered(boxes, ndim=2) * shift_phase_ramp((read, read), -rests)
+        spectra = rfft_centered(boxes, ndim=2) * ramp.to(image.device)
         out.append(_to_output(spectra, geometry))
     return out
 

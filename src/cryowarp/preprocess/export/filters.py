@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cryowarp.errors import CorruptFileError
 from cryowarp.io.files import require_file
+from cryowarp.preprocess.export._coordinates_names import micrograph_key
 from cryowarp.preprocess.export.sources import MicrographSource
 
 __all__ = [
@@ -32,9 +33,7 @@ __all__ = [
     "read_name_list",
 ]
 
-# file endings taken off names in lists: micrographs, movies and the per-item outputs
-_FILE_SUFFIXES = (".mrc", ".mrcs", ".tif", ".tiff", ".eer", ".json", ".star", ".png", ".xml")
-_CTF_SUFFIX = "_ctf"  # <stem>_ctf.json / <stem>_ctf.png of CTF estimation
+_CTF_OUTPUTS = ("_ctf.json", "_ctf.png")  # the per-item outputs of CTF estimation
 
 
 class ExportFilters(BaseModel):
@@ -190,17 +189,17 @@ def read_name_list(path: Path) -> list[str]:
 
 
 def item_name(text: str) -> str:
-    """The item name in a name, file name or path: the folder and a known file ending
-    (``.mrc``, ``.tif``, ``.eer``, ``.json`` …, and ``_ctf`` before ``.json``/``.png``) are
-    taken off; ``movie_000.mrc``, ``average/movie_000.mrc``, ``ctf/movie_000_ctf.png`` →
-    ``movie_000``. Other dots are kept (``grid1.sq2_0001`` stays as it is)."""
+    """The item name in a name, file name or path, as coordinate files are matched to items
+    (:func:`~._coordinates_names.micrograph_key`: folder, file endings and motion-correction
+    suffixes such as ``_DW`` taken off), and ``_ctf`` before ``.json``/``.png``:
+    ``movie_000.mrc``, ``average/movie_000.mrc``, ``ctf/movie_000_ctf.png`` → ``movie_000``.
+    Other dots are kept (``grid1.sq2_0001`` stays as it is)."""
     name = PurePath(text.strip()).name
-    suffix = PurePath(name).suffix
-    if suffix.lower() in _FILE_SUFFIXES:
-        name = name[: -len(suffix)]
-        if suffix.lower() in (".json", ".png") and name.endswith(_CTF_SUFFIX):
-            name = name[: -len(_CTF_SUFFIX)]
-    return name
+    lower = name.lower()
+    ending = next((e for e in _CTF_OUTPUTS if lower.endswith(e) and len(name) > len(e)), None)
+    if ending is not None:
+        name = name[: -len(ending)]
+    return micrograph_key(name)
 
 
 # -- criteria --------------------------------------------------------------------------------

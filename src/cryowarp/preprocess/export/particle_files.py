@@ -16,7 +16,7 @@ written atomically.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -167,35 +167,32 @@ def _half_name(name: str, half: HalfStack) -> str:
 
 def merge_particle_stars(
     stars: Sequence[str | os.PathLike[str]],
-    path: str | os.PathLike[str],
+    targets: Mapping[HalfStack, str | os.PathLike[str]],
     *,
     out_dir: str | os.PathLike[str],
     root: str | os.PathLike[str] | None = None,
-    half: HalfStack = "full",
-) -> int:
-    """Join per-micrograph particle STAR files into one ``particles.star``.
+) -> list[int]:
+    """Join per-micrograph particle STAR files into ``particles.star`` (and its halves).
 
     Parameters
     ----------
     stars:
-        Per-micrograph files written by :func:`write_micrograph_particles` (in this order).
-    path:
-        The merged file (written atomically).
+        Per-micrograph files written by :func:`write_micrograph_particles` (in this order);
+        each is read once.
+    targets:
+        The merged file of each stack to point at: ``"full"`` the stacks, ``"odd"``/``"even"``
+        the half stacks (each written atomically).
     out_dir:
         The export folder the per-micrograph paths are relative to.
     root:
         Folder the merged paths are made relative to (RELION resolves paths from its
-        project folder); default: the folder of ``path``.
-    half:
-        ``"odd"``/``"even"`` point ``rlnImageName`` at the half stacks.
+        project folder); default: the folder of each merged file.
 
     Returns
     -------
-    int
-        The number of particles written.
+    list[int]
+        The number of particles of each input file.
     """
-    out = Path(path)
-    base = Path(root) if root is not None else out.parent
     export = Path(out_dir)
     groups: dict[tuple[object, ...], OpticsGroup] = {}
     frames: list[pd.DataFrame] = []
@@ -210,19 +207,23 @@ def merge_particle_stars(
                 groups[key] = replace(group, optics_group=number, name=f"opticsGroup{number}")
             renumber[group.optics_group] = groups[key].optics_group
         frame["rlnOpticsGroup"] = [renumber[int(g)] for g in frame["rlnOpticsGroup"]]
-        frame["rlnImageName"] = [
-            _rebase(_half_name(str(n), half), export, base) for n in frame["rlnImageName"]
-        ]
-        frame["rlnMicrographName"] = [
-            _rebase_path(str(n), export, base) for n in frame["rlnMicrographName"]
-        ]
         frames.append(frame)
     if not frames:
-        raise InvalidValuesError(out, "no particle files to merge")
+        raise InvalidValuesError(None, "no particle files to merge")
     merged = pd.concat(frames, ignore_index=True)
     optics_list = sorted(groups.values(), key=lambda g: g.optics_group)
-    write_particles(out, optics_list, ParticleTable(merged, optics_list, source=out))
-    return len(merged)
+    for half, target in targets.items():
+        out = Path(target)
+        base = Path(root) if root is not None else out.parent
+        rows = merged.copy()
+        rows["rlnImageName"] = [
+            _rebase(_half_name(str(n), half), export, base) for n in merged["rlnImageName"]
+        ]
+        rows["rlnMicrographName"] = [
+            _rebase_path(str(n), export, base) for n in merged["rlnMicrographName"]
+        ]
+        write_particles(out, optics_list, ParticleTable(rows, optics_list, source=out))
+    return [len(frame) for frame in frames]
 
 
 def _rebase_path(name: str, export: Path, base: Path) -> str:
