@@ -1,0 +1,190 @@
+"""Named BoxNet models on disk: the generic one shipped in the package and retrained ones.
+
+A model file (``<name>.boxnet.pt``) is a ``torch.save`` of plain data only (loaded with
+``weights_only=True``, so a file cannot run code): the format tag and version, the model's
+name, the architecture, the pixel size it works at, the class names, the weights (float16 to
+keep files small; computation is float32) and free metadata (how it was trained, from which
+parent model, on what data). The name is what item metadata records (``picking.model``).
+
+Models are found by :func:`resolve_boxnet_model`: an existing path, else ``<name>.boxnet.pt``
+in each search folder given (a project's ``models/boxnet/``), else a model shipped in
+``cryowarp/preprocess/picking/models/``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cryowarp.errors import CorruptFileError, FileFormatError, MissingFileError
+from cryowarp.io.files import atomic_output
+from cryowarp.preprocess.picking.network import CLASS_NAMES, BoxNet, BoxNetArchitecture
+from cryowarp.preprocess.picking.prepare import PICKING_PIXEL_SIZE_A
+
+__all__ = [
+    "DEFAULT_BOXNET_MODEL",
+    "MODEL_SUFFIX",
+    "BoxNetModel",
+    "load_boxnet_model",
+    "packaged_models_folder",
+    "resolve_boxnet_model",
+    "save_boxnet_model",
+    "shipped_model_names",
+]
+
+MODEL_SUFFIX = ".boxnet.pt"
+DEFAULT_BOXNET_MODEL = "boxnet_generic_v1"
+"""Name of the generic model shipped in the package."""
+
+_FORMAT = "cryowarp-boxnet"
+_FORMAT_VERSION = 1
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+@dataclass
+class BoxNetModel:
+    """A BoxNet with its identity.
+
+    Attributes
+    ----------
+    network:
+        The network (float32; on the CPU after loading, moved by the caller).
+    name:
+        Version name, e.g. ``boxnet_generic_v1`` (letters, digits, ``_ . -``).
+    pixel_size_a:
+        Pixel size (Å) of the images it was trained on (8 Å).
+    metadata:
+        JSON-ready facts: training command, seed, parent model, data, accuracies.
+    """
+
+    network: BoxNet
+    name: str
+    pixel_size_a: float = PICKING_PIXEL_SIZE_A
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_PATTERN.match(name) or name.endswith(MODEL_SUFFIX):
+        raise ValueError(
+            f"model name {name!r}: use 1–100 letters, digits, '_', '.', '-' (no path, no suffix)"
+        )
+
+
+def save_boxnet_model(model: BoxNetModel, path: str | Path) -> Path:
+    """Write ``model`` to ``path`` atomically (suffix :data:`MODEL_SUFFIX` added when missing).
+
+    Returns the path written.
+    """
+    _check_name(model.name)
+    out = Path(path)
+    if not out.name.endswith(MODEL_SUFFIX):
+        out = out.with_name(out.name + MODEL_SUFFIX)
+    state = {
+        key: (value.detach().to("cpu", torch.float16) if value.is_floating_point() else value.cpu())
+        for key, value in model.network.state_dict().items()
+    }
+    document = {
+        "format": _FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "name": model.name,
+        "architecture": model.network.architecture.to_dict(),
+        "pixel_size_a": float(model.pixel_size_a),
+        "classes": list(CLASS_NAMES),
+        "metadata": model.metadata,
+        "state_dict": state,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out) as tmp:
+        torch.save(document, tmp)
+    return out
+
+
+def load_boxnet_model(path: str | Path) -> BoxNetModel:
+    """Read a model file written by :func:`save_boxnet_model` (float32, CPU, eval mode).
+
+    Raises
+    ------
+    MissingFileError
+        No such file.
+    CorruptFileError
+        The file is damaged (truncated, not a torch file, weights that do not fit).
+    FileFormatError
+        A readable file that is not a BoxNet model of a version this cryowarp knows.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise MissingFileError(source, "no such BoxNet model file")
+    try:
+        document = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for damaged files
+        raise CorruptFileError(
+            source, f"cannot read the model file ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(document, dict) or document.get("format") != _FORMAT:
+        raise FileFormatError(source, "not a cryowarp BoxNet model file")
+    if document.get("format_version") != _FORMAT_VERSION:
+        raise FileFormatError(
+            source,
+            f"BoxNet model format version {document.get('format_version')} is not supported "
+            f"(this cryowarp reads version {_FORMAT_VERSION})",
+        )
+    if list(document.get("classes", [])) != list(CLASS_NAMES):
+        raise FileFormatError(source, f"the model's classes are {document.get('classes')}")
+    try:
+        architecture = BoxNetArchitecture.from_dict(document["architecture"])
+        network = BoxNet(architecture)
+        state = {
+            key: value.to(torch.float32) if value.is_floating_point() else value
+            for key, value in document["state_dict"].items()
+        }
+        network.load_state_dict(state)
+        name = str(document["name"])
+        pixel_size_a = float(document["pixel_size_a"])
+        metadata = dict(document.get("metadata", {}))
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as error:
+        raise CorruptFileError(source, f"the model's contents are damaged ({error})") from error
+    network.eval()
+    return BoxNetModel(network=network, name=name, pixel_size_a=pixel_size_a, metadata=metadata)
+
+
+def packaged_models_folder() -> Path:
+    """The folder of the models shipped with cryowarp."""
+    return Path(__file__).resolve().parent / "models"
+
+
+def shipped_model_names() -> list[str]:
+    """Names of the models shipped with cryowarp, sorted."""
+    folder = packaged_models_folder()
+    return sorted(p.name[: -len(MODEL_SUFFIX)] for p in folder.glob(f"*{MODEL_SUFFIX}"))
+
+
+def resolve_boxnet_model(name_or_path: str | Path, *, search: tuple[Path, ...] = ()) -> Path:
+    """The file of a model given by path or by name (module docstring for the order).
+
+    Raises :class:`~cryowarp.errors.MissingFileError` listing the places searched and the
+    models available.
+    """
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate
+    name = str(name_or_path)
+    if name.endswith(MODEL_SUFFIX):
+        name = name[: -len(MODEL_SUFFIX)]
+    folders = (*search, packaged_models_folder())
+    for folder in folders:
+        path = Path(folder) / f"{name}{MODEL_SUFFIX}"
+        if path.is_file():
+            return path
+    available = sorted(
+        {p.name[: -len(MODEL_SUFFIX)] for f in folders for p in Path(f).glob(f"*{MODEL_SUFFIX}")}
+    )
+    raise MissingFileError(
+        candidate,
+        "no BoxNet model file or model of that name",
+        f"searched {', '.join(str(f) for f in folders)}; "
+        f"available: {', '.join(available) or 'none'}",
+    )
