@@ -1,10 +1,11 @@
 """Named BoxNet models on disk: the generic one shipped in the package and retrained ones.
 
-A model file (``<name>.boxnet.pt``) is a ``torch.save`` of plain data only (loaded with
-``weights_only=True``, so a file cannot run code): the format tag and version, the model's
-name, the architecture, the pixel size it works at, the class names, the weights (float16 to
-keep files small; computation is float32) and free metadata (how it was trained, from which
-parent model, on what data). The name is what item metadata records (``picking.model``).
+A model file (``<name>.boxnet.pt``) is a file of :mod:`cryowarp.io.model_files` (plain data
+only, loaded with ``weights_only=True``, so a file cannot run code): the format tag and
+version, the model's name, the architecture, the pixel size it works at, the class names,
+the weights (float16 to keep files small; computation is float32) and free metadata (how
+it was trained, from which parent model, on what data). The name is what item metadata
+records (``picking.model``).
 
 Models are found by :func:`resolve_boxnet_model`: an existing path, else ``<name>.boxnet.pt``
 in each search folder given (a project's ``models/boxnet/``), else a model shipped in
@@ -18,10 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from cryowarp.errors import CorruptFileError, FileFormatError, MissingFileError
-from cryowarp.io.files import atomic_output
+from cryowarp.io.model_files import load_model_document, save_model_document
 from cryowarp.preprocess.picking.network import CLASS_NAMES, BoxNet, BoxNetArchitecture
 from cryowarp.preprocess.picking.prepare import PICKING_PIXEL_SIZE_A
 
@@ -83,24 +82,19 @@ def save_boxnet_model(model: BoxNetModel, path: str | Path) -> Path:
     out = Path(path)
     if not out.name.endswith(MODEL_SUFFIX):
         out = out.with_name(out.name + MODEL_SUFFIX)
-    state = {
-        key: (value.detach().to("cpu", torch.float16) if value.is_floating_point() else value.cpu())
-        for key, value in model.network.state_dict().items()
-    }
-    document = {
-        "format": _FORMAT,
-        "format_version": _FORMAT_VERSION,
-        "name": model.name,
-        "architecture": model.network.architecture.to_dict(),
-        "pixel_size_a": float(model.pixel_size_a),
-        "classes": list(CLASS_NAMES),
-        "metadata": model.metadata,
-        "state_dict": state,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out) as tmp:
-        torch.save(document, tmp)
-    return out
+    return save_model_document(
+        out,
+        format_tag=_FORMAT,
+        format_version=_FORMAT_VERSION,
+        state_dict=model.network.state_dict(),
+        fields={
+            "name": model.name,
+            "architecture": model.network.architecture.to_dict(),
+            "pixel_size_a": float(model.pixel_size_a),
+            "classes": list(CLASS_NAMES),
+            "metadata": model.metadata,
+        },
+    )
 
 
 def load_boxnet_model(path: str | Path) -> BoxNetModel:
@@ -116,35 +110,18 @@ def load_boxnet_model(path: str | Path) -> BoxNetModel:
         A readable file that is not a BoxNet model of a version this cryowarp knows.
     """
     source = Path(path)
-    if not source.is_file():
-        raise MissingFileError(source, "no such BoxNet model file")
+    fields, state = load_model_document(
+        source, format_tag=_FORMAT, format_version=_FORMAT_VERSION, description="BoxNet model"
+    )
+    if list(fields.get("classes", [])) != list(CLASS_NAMES):
+        raise FileFormatError(source, f"the model's classes are {fields.get('classes')}")
     try:
-        document = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for damaged files
-        raise CorruptFileError(
-            source, f"cannot read the model file ({type(error).__name__}: {error})"
-        ) from error
-    if not isinstance(document, dict) or document.get("format") != _FORMAT:
-        raise FileFormatError(source, "not a cryowarp BoxNet model file")
-    if document.get("format_version") != _FORMAT_VERSION:
-        raise FileFormatError(
-            source,
-            f"BoxNet model format version {document.get('format_version')} is not supported "
-            f"(this cryowarp reads version {_FORMAT_VERSION})",
-        )
-    if list(document.get("classes", [])) != list(CLASS_NAMES):
-        raise FileFormatError(source, f"the model's classes are {document.get('classes')}")
-    try:
-        architecture = BoxNetArchitecture.from_dict(document["architecture"])
+        architecture = BoxNetArchitecture.from_dict(fields["architecture"])
         network = BoxNet(architecture)
-        state = {
-            key: value.to(torch.float32) if value.is_floating_point() else value
-            for key, value in document["state_dict"].items()
-        }
         network.load_state_dict(state)
-        name = str(document["name"])
-        pixel_size_a = float(document["pixel_size_a"])
-        metadata = dict(document.get("metadata", {}))
+        name = str(fields["name"])
+        pixel_size_a = float(fields["pixel_size_a"])
+        metadata = dict(fields.get("metadata", {}))
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as error:
         raise CorruptFileError(source, f"the model's contents are damaged ({error})") from error
     network.eval()

@@ -1,0 +1,175 @@
+"""Named denoiser models on disk: the default one shipped in the package and retrained ones.
+
+A model file (``<name>.n2n.pt``, written through :mod:`cryowarp.io.model_files`, so loading
+cannot run code) holds the model's name, the network's architecture and weights (float16 on
+disk, float32 in memory), the **working pixel size** it was trained at and free metadata (how
+it was trained, from which parent model, on what data). The name is what item metadata
+records as the denoised images' model.
+
+Models are found by :func:`resolve_denoiser_model`: an existing path, else ``<name>.n2n.pt``
+in each search folder given (a project's own models folder), else a model shipped in
+``cryowarp/preprocess/denoise/models/``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryowarp.errors import CorruptFileError, MissingFileError
+from cryowarp.io.model_files import load_model_document, save_model_document
+from cryowarp.preprocess.denoise.n2n_network import DenoiserArchitecture, DenoiserUNet
+
+__all__ = [
+    "DEFAULT_DENOISER_MODEL",
+    "DEFAULT_DENOISER_PIXEL_SIZE_A",
+    "DENOISER_MODEL_SUFFIX",
+    "DenoiserModel",
+    "load_denoiser_model",
+    "packaged_denoiser_folder",
+    "resolve_denoiser_model",
+    "save_denoiser_model",
+    "shipped_denoiser_names",
+]
+
+DENOISER_MODEL_SUFFIX = ".n2n.pt"
+DEFAULT_DENOISER_MODEL = "n2n_micrograph_v1"
+"""Name of the default model shipped in the package."""
+DEFAULT_DENOISER_PIXEL_SIZE_A = 4.0
+"""Working pixel size (Å) of the default model: micrographs are Fourier-cropped to it."""
+
+_FORMAT = "cryowarp-n2n-denoiser"
+_FORMAT_VERSION = 1
+_DESCRIPTION = "Noise2Noise denoiser model"
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+@dataclass
+class DenoiserModel:
+    """A denoising network with its identity.
+
+    Attributes
+    ----------
+    network:
+        The network (float32; on the CPU after loading, moved by the caller or by
+        :func:`~cryowarp.preprocess.denoise.n2n_inference.denoise_image`).
+    name:
+        Version name, e.g. ``n2n_micrograph_v1`` (letters, digits, ``_ . -``).
+    pixel_size_a:
+        Working pixel size (Å) of the images it was trained on; it denoises only images at
+        this pixel size (±1 %).
+    metadata:
+        JSON-ready facts: training settings, seed, parent model, data, losses.
+    """
+
+    network: DenoiserUNet
+    name: str
+    pixel_size_a: float = DEFAULT_DENOISER_PIXEL_SIZE_A
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_PATTERN.match(name) or name.endswith(DENOISER_MODEL_SUFFIX):
+        raise ValueError(
+            f"model name {name!r}: use 1–100 letters, digits, '_', '.', '-' (no path, no suffix)"
+        )
+
+
+def save_denoiser_model(model: DenoiserModel, path: str | Path) -> Path:
+    """Write ``model`` to ``path`` atomically (suffix ``.n2n.pt`` added when missing).
+
+    Returns the path written. Raises ``ValueError`` for a bad name or a pixel size that is
+    not positive, ``TypeError`` for metadata that are not plain data.
+    """
+    _check_name(model.name)
+    if not model.pixel_size_a > 0:
+        raise ValueError(f"model pixel size must be positive, got {model.pixel_size_a}")
+    out = Path(path)
+    if not out.name.endswith(DENOISER_MODEL_SUFFIX):
+        out = out.with_name(out.name + DENOISER_MODEL_SUFFIX)
+    return save_model_document(
+        out,
+        format_tag=_FORMAT,
+        format_version=_FORMAT_VERSION,
+        state_dict=model.network.state_dict(),
+        fields={
+            "name": model.name,
+            "architecture": model.network.architecture.to_dict(),
+            "pixel_size_a": float(model.pixel_size_a),
+            "metadata": model.metadata,
+        },
+    )
+
+
+def load_denoiser_model(path: str | Path) -> DenoiserModel:
+    """Read a model file written by :func:`save_denoiser_model` (float32, CPU, eval mode).
+
+    Raises
+    ------
+    MissingFileError
+        No such file.
+    CorruptFileError
+        The file is damaged (truncated, not a torch file, weights that do not fit).
+    FileFormatError
+        A readable file that is not a denoiser model of a version this cryowarp knows.
+    """
+    source = Path(path)
+    fields, state = load_model_document(
+        source, format_tag=_FORMAT, format_version=_FORMAT_VERSION, description=_DESCRIPTION
+    )
+    try:
+        architecture = DenoiserArchitecture.from_dict(fields["architecture"])
+        network = DenoiserUNet(architecture)
+        network.load_state_dict(state)
+        name = str(fields["name"])
+        pixel_size_a = float(fields["pixel_size_a"])
+        metadata = dict(fields.get("metadata", {}))
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as error:
+        raise CorruptFileError(
+            source, f"the {_DESCRIPTION}'s contents are damaged ({error})"
+        ) from error
+    if not pixel_size_a > 0:
+        raise CorruptFileError(source, f"the model's pixel size {pixel_size_a} Å is not positive")
+    network.eval()
+    return DenoiserModel(network=network, name=name, pixel_size_a=pixel_size_a, metadata=metadata)
+
+
+def packaged_denoiser_folder() -> Path:
+    """The folder of the denoiser models shipped with cryowarp."""
+    return Path(__file__).resolve().parent / "models"
+
+
+def shipped_denoiser_names() -> list[str]:
+    """Names of the denoiser models shipped with cryowarp, sorted."""
+    folder = packaged_denoiser_folder()
+    n = len(DENOISER_MODEL_SUFFIX)
+    return sorted(p.name[:-n] for p in folder.glob(f"*{DENOISER_MODEL_SUFFIX}"))
+
+
+def resolve_denoiser_model(name_or_path: str | Path, *, search: tuple[Path, ...] = ()) -> Path:
+    """The file of a model given by path or by name (module docstring for the order).
+
+    Raises :class:`~cryowarp.errors.MissingFileError` listing the places searched and the
+    models available.
+    """
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate
+    name = str(name_or_path)
+    if name.endswith(DENOISER_MODEL_SUFFIX):
+        name = name[: -len(DENOISER_MODEL_SUFFIX)]
+    folders = (*(Path(f) for f in search), packaged_denoiser_folder())
+    for folder in folders:
+        path = folder / f"{name}{DENOISER_MODEL_SUFFIX}"
+        if path.is_file():
+            return path
+    n = len(DENOISER_MODEL_SUFFIX)
+    available = sorted({p.name[:-n] for f in folders for p in f.glob(f"*{DENOISER_MODEL_SUFFIX}")})
+    raise MissingFileError(
+        candidate,
+        "no denoiser model file or model of that name",
+        f"searched {', '.join(str(f) for f in folders)}; "
+        f"available: {', '.join(available) or 'none'}",
+    )
