@@ -12,6 +12,7 @@ from cryowarp.cli.ctf import ctf_app
 from cryowarp.cli.demo import demo
 from cryowarp.cli.export import export_app
 from cryowarp.cli.motion import motion_app
+from cryowarp.cli.pick import pick_app
 from cryowarp.cli.project import init, run, settings_app, status
 from cryowarp.cli.reconstruct import reconstruct
 from cryowarp.cli.simulate import simulate_app
@@ -44,6 +45,7 @@ app.command("demo")(demo)
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(motion_app, name="motion")
 app.add_typer(ctf_app, name="ctf")
+app.add_typer(pick_app, name="pick")
 app.add_typer(export_app, name="export")
 app.command("reconstruct")(reconstruct)
 app.command("init")(init)

@@ -66,6 +66,8 @@ def test_implausible_pixel_sizes_are_refused(pixel_size_a: float) -> None:
 def test_blank_non_finite_and_tiny_images_are_refused() -> None:
     with pytest.raises(InvalidValuesError, match="blank"):
         prepare_micrograph(torch.full((256, 256), 7.0), pixel_size_a=1.0)
+    with pytest.raises(InvalidValuesError, match="blank"):  # cropped: rounding noise only
+        prepare_micrograph(torch.full((301, 280), 6802.0), pixel_size_a=4.0)
     bad = torch.randn(256, 256)
     bad[3, 4] = float("nan")
     with pytest.raises(InvalidValuesError, match="NaN"):

@@ -29,12 +29,13 @@ NAME_SUFFIXES = (
     "_doseweighted",
     "_autopick",
     "_manualpick",
+    "_picks",
     "_noDW",
     "_DW",
 )
 """Suffixes that motion correction (MotionCor2 ``_DW``/``_noDW``, cryoSPARC ``_patch_aligned``
-…) or picking (RELION ``_autopick``/``_manualpick``) add to a movie's stem; one is removed,
-after the extensions."""
+…) or picking (RELION ``_autopick``/``_manualpick``, cryowarp ``_picks``) add to a movie's
+stem; one is removed, after the extensions."""
 
 _CRYOSPARC_UID = re.compile(r"^\d{10,}_")
 

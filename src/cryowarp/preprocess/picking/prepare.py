@@ -150,6 +150,11 @@ def prepare_micrograph(
     finite = image.to(torch.float32)
     if not bool(torch.isfinite(finite).all()):
         raise InvalidValuesError(None, "the micrograph holds NaN or infinite values")
+    if float(finite.amax() - finite.amin()) <= 1e-6 * max(1.0, float(finite.abs().amax())):
+        # checked before Fourier cropping, whose rounding noise would look like an image
+        raise InvalidValuesError(
+            None, "the micrograph is blank (constant values); there is nothing to pick"
+        )
     small = rescale(finite, tuple(new_shape)) if tuple(new_shape) != (h, w) else finite
     achieved = (pixel_size_a * w / new_shape[1], pixel_size_a * h / new_shape[0])
     return PreparedMicrograph(
