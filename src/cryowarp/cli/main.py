@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from cryowarp import __version__
+from cryowarp.cli.boxnet import boxnet_app
 from cryowarp.cli.ctf import ctf_app
 from cryowarp.cli.demo import demo
 from cryowarp.cli.export import export_app
@@ -45,6 +46,7 @@ app.command("demo")(demo)
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(motion_app, name="motion")
 app.add_typer(ctf_app, name="ctf")
+app.add_typer(boxnet_app, name="boxnet")
 app.add_typer(pick_app, name="pick")
 app.add_typer(export_app, name="export")
 app.command("reconstruct")(reconstruct)

@@ -14,6 +14,7 @@ own module that turns the fields into a network; this module only writes and che
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,23 @@ import torch
 from cryowarp.errors import CorruptFileError, FileFormatError, MissingFileError
 from cryowarp.io.files import atomic_output
 
-__all__ = ["RESERVED_KEYS", "load_model_document", "save_model_document"]
+__all__ = ["RESERVED_KEYS", "check_model_name", "load_model_document", "save_model_document"]
 
 RESERVED_KEYS = frozenset({"format", "format_version", "state_dict"})
 """Top-level keys the file format itself uses; ``fields`` may not use them."""
 
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+def check_model_name(name: str, *, suffix: str = "") -> None:
+    """Raise :class:`ValueError` unless ``name`` is a valid model name: 1–100 letters, digits,
+    ``_``, ``.``, ``-``, starting with a letter or digit (no path), not ending in the model
+    kind's file ``suffix``."""
+    if not _NAME_PATTERN.match(name) or (suffix and name.endswith(suffix)):
+        raise ValueError(
+            f"model name {name!r}: use 1–100 letters, digits, '_', '.', '-' (no path, no suffix)"
+        )
 
 
 def save_model_document(

@@ -13,13 +13,12 @@ in each search folder given (a project's own models folder), else a model shippe
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryowarp.errors import CorruptFileError, MissingFileError
-from cryowarp.io.model_files import load_model_document, save_model_document
+from cryowarp.io.model_files import check_model_name, load_model_document, save_model_document
 from cryowarp.preprocess.denoise.n2n_network import DenoiserArchitecture, DenoiserUNet
 
 __all__ = [
@@ -43,7 +42,6 @@ DEFAULT_DENOISER_PIXEL_SIZE_A = 4.0
 _FORMAT = "cryowarp-n2n-denoiser"
 _FORMAT_VERSION = 1
 _DESCRIPTION = "Noise2Noise denoiser model"
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
 @dataclass
@@ -70,20 +68,13 @@ class DenoiserModel:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _check_name(name: str) -> None:
-    if not _NAME_PATTERN.match(name) or name.endswith(DENOISER_MODEL_SUFFIX):
-        raise ValueError(
-            f"model name {name!r}: use 1–100 letters, digits, '_', '.', '-' (no path, no suffix)"
-        )
-
-
 def save_denoiser_model(model: DenoiserModel, path: str | Path) -> Path:
     """Write ``model`` to ``path`` atomically (suffix ``.n2n.pt`` added when missing).
 
     Returns the path written. Raises ``ValueError`` for a bad name or a pixel size that is
     not positive, ``TypeError`` for metadata that are not plain data.
     """
-    _check_name(model.name)
+    check_model_name(model.name, suffix=DENOISER_MODEL_SUFFIX)
     if not model.pixel_size_a > 0:
         raise ValueError(f"model pixel size must be positive, got {model.pixel_size_a}")
     out = Path(path)

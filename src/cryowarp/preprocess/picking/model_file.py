@@ -14,13 +14,12 @@ in each search folder given (a project's ``models/boxnet/``), else a model shipp
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryowarp.errors import CorruptFileError, FileFormatError, MissingFileError
-from cryowarp.io.model_files import load_model_document, save_model_document
+from cryowarp.io.model_files import check_model_name, load_model_document, save_model_document
 from cryowarp.preprocess.picking.network import CLASS_NAMES, BoxNet, BoxNetArchitecture
 from cryowarp.preprocess.picking.prepare import PICKING_PIXEL_SIZE_A
 
@@ -41,7 +40,6 @@ DEFAULT_BOXNET_MODEL = "boxnet_generic_v1"
 
 _FORMAT = "cryowarp-boxnet"
 _FORMAT_VERSION = 1
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
 @dataclass
@@ -66,19 +64,12 @@ class BoxNetModel:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _check_name(name: str) -> None:
-    if not _NAME_PATTERN.match(name) or name.endswith(MODEL_SUFFIX):
-        raise ValueError(
-            f"model name {name!r}: use 1–100 letters, digits, '_', '.', '-' (no path, no suffix)"
-        )
-
-
 def save_boxnet_model(model: BoxNetModel, path: str | Path) -> Path:
     """Write ``model`` to ``path`` atomically (suffix :data:`MODEL_SUFFIX` added when missing).
 
     Returns the path written.
     """
-    _check_name(model.name)
+    check_model_name(model.name, suffix=MODEL_SUFFIX)
     out = Path(path)
     if not out.name.endswith(MODEL_SUFFIX):
         out = out.with_name(out.name + MODEL_SUFFIX)
