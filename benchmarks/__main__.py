@@ -8,7 +8,7 @@ import os
 import platform
 from pathlib import Path
 
-from benchmarks import ctf, export, foundation, motion, pipeline, simulator
+from benchmarks import ctf, denoise, export, foundation, motion, picking, pipeline, simulator
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = Path(
@@ -22,7 +22,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--suite",
-        choices=["all", "foundation", "simulator", "motion", "ctf", "export", "pipeline"],
+        choices=[
+            "all",
+            "foundation",
+            "simulator",
+            "motion",
+            "ctf",
+            "export",
+            "pipeline",
+            "picking",
+            "denoise",
+        ],
         default="all",
         help="which suite to run (default: all; the simulator's k3 movie takes ~15 min, the "
         "motion suite simulates and caches its k3 movie on the first full run)",
@@ -43,6 +53,10 @@ def main() -> None:
         reports["export"] = export.run(quick=args.quick)
     if args.suite in ("all", "pipeline"):
         reports["pipeline"] = pipeline.run(quick=args.quick)
+    if args.suite in ("all", "denoise"):
+        reports["denoise"] = denoise.run(quick=args.quick)
+    if args.suite in ("all", "picking"):
+        reports["picking"] = picking.run(quick=args.quick)
     for name, report in reports.items():
         report["machine"] = machine
         (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -54,6 +68,8 @@ def main() -> None:
         "ctf": ctf,
         "export": export,
         "pipeline": pipeline,
+        "picking": picking,
+        "denoise": denoise,
     }
     summary = "# Benchmark results\n\nWritten by `python -m benchmarks`.\n\n"
     for name, module in modules.items():

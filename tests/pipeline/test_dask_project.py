@@ -21,6 +21,7 @@ from cryowarp.pipeline.events import EventLog
 from cryowarp.pipeline.executors import Executor, LocalPoolExecutor
 from cryowarp.pipeline.items import read_item_record
 from cryowarp.pipeline.runner import RunSummary, run_project
+from cryowarp.pipeline.steps import STEPS
 from cryowarp.simulate.presets import frame_series_preset
 from cryowarp.simulate.write import write_frame_series_dataset
 
@@ -98,7 +99,7 @@ def test_a_dask_cluster_gives_the_outputs_and_records_of_the_local_pool(
 
     for summary in (pool_summary, dask_summary):
         assert sorted((o.name, o.state, o.steps_run) for o in summary.outcomes) == [
-            (f"movie_{i:03d}", "done", ("motion", "ctf")) for i in range(N_MOVIES)
+            (f"movie_{i:03d}", "done", tuple(step.name for step in STEPS)) for i in range(N_MOVIES)
         ]
     # the items ran in worker processes, not in the runner
     assert os.getpid() not in _worker_pids(pooled) | _worker_pids(dasked)
@@ -106,7 +107,7 @@ def test_a_dask_cluster_gives_the_outputs_and_records_of_the_local_pool(
     pool_outputs = runner_tests._outputs(pooled)
     dask_outputs = runner_tests._outputs(dasked)
     assert sorted(dask_outputs) == sorted(pool_outputs)
-    assert len(pool_outputs) == N_MOVIES * 8  # average, odd, even, json, star, png, ctf json+png
+    assert len(pool_outputs) == N_MOVIES * 17  # motion 6, ctf 2, picking 5, display 4
     for name, path in dask_outputs.items():
         assert runner_tests._comparable(path, dasked) == runner_tests._comparable(
             pool_outputs[name], pooled

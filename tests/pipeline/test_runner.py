@@ -25,12 +25,14 @@ from cryowarp.pipeline._item_files import item_lock
 from cryowarp.pipeline.events import EventLog
 from cryowarp.pipeline.executors import LocalPoolExecutor, SerialExecutor
 from cryowarp.pipeline.items import read_item_record
+from cryowarp.pipeline.picking_step import picking_output_paths
 from cryowarp.pipeline.project import Project, init_project, open_project, save_settings
 from cryowarp.pipeline.runner import RunSummary, _in_flight_limit, run_item, run_project
 from cryowarp.pipeline.settings import ProjectSettings, set_setting
 from cryowarp.pipeline.status import format_status, project_status
 from cryowarp.pipeline.steps import settings_hashes
 from cryowarp.preprocess.ctf.result import CtfResult
+from cryowarp.preprocess.denoise.display import display_file_names
 from cryowarp.simulate.ground_truth import load_ground_truth
 from cryowarp.simulate.presets import frame_series_preset
 from cryowarp.simulate.write import write_frame_series_dataset
@@ -40,7 +42,9 @@ FAST = {
     "motion": {"patch_size_px": 64, "max_iterations": 5, "local_grid": [1, 1, 1]},
     "ctf": {"spectrum_source": "average"},
 }
-OUTPUT_FOLDERS = ("average", "motion", "ctf")
+OUTPUT_FOLDERS = ("average", "motion", "ctf", "picking", "display")
+ALL_STEPS = tuple(step.name for step in steps_module.STEPS)  # motion, ctf, picking, display
+FROM_CTF = ALL_STEPS[ALL_STEPS.index("ctf") :]
 TIMING_KEYS = ("seconds",)  # motion JSON: wall times, the only bytes that differ between runs
 
 
@@ -124,7 +128,7 @@ def test_a_run_processes_every_item_and_a_rerun_redoes_nothing(
 ) -> None:
     _, first = processed
     assert sorted(o.name for o in first.outcomes) == [f"movie_{i:03d}" for i in range(N_MOVIES)]
-    assert {o.steps_run for o in first.outcomes} == {("motion", "ctf")}
+    assert {o.steps_run for o in first.outcomes} == {ALL_STEPS}
     assert {o.state for o in first.outcomes} == {"done"}, first.outcomes
     project = _copy(processed, tmp_path)
     hashes = settings_hashes(project)
@@ -142,7 +146,8 @@ def test_a_run_processes_every_item_and_a_rerun_redoes_nothing(
         motion = json.loads((project.folder / f"motion/movie_{index:03d}.json").read_text())
         assert motion["movie"] == str(processed[0] / "inputs" / f"movie_{index:03d}.mrc")
     before = _mtimes(project.folder)
-    assert len(before) == N_MOVIES * 8  # average, odd, even, json, star, png, ctf json + png
+    # average, odd, even, json, star, png, ctf json + png, 5 picking files, 4 display views
+    assert len(before) == N_MOVIES * 17
     n_events = len(EventLog.read(project.events_path))
     again = _run(project)
     assert again.outcomes == ()
@@ -158,12 +163,19 @@ def test_changing_a_ctf_setting_reruns_ctf_only(
     project = _change(_copy(processed, tmp_path), "ctf.defocus_step_um", "0.02")
     before = _mtimes(project.folder)
     summary = _run(project)
-    assert {o.steps_run for o in summary.outcomes} == {("ctf",)}
+    assert {o.steps_run for o in summary.outcomes} == {FROM_CTF}
     assert len(summary.outcomes) == N_MOVIES
     after = _mtimes(project.folder)
     changed = {name for name in before if after[name] != before[name]}
     assert changed == {
-        f"ctf/movie_{i:03d}_ctf.{e}" for i in range(N_MOVIES) for e in ("json", "png")
+        name
+        for i in range(N_MOVIES)
+        for name in (
+            f"ctf/movie_{i:03d}_ctf.json",
+            f"ctf/movie_{i:03d}_ctf.png",
+            *picking_output_paths(f"movie_{i:03d}").values(),
+            *display_file_names(f"movie_{i:03d}", denoised=True).values(),
+        )
     }
     record = read_item_record(project.record_path("movie_001"))
     assert record.steps["ctf"].settings_hash == settings_hashes(project)["ctf"]
@@ -176,7 +188,7 @@ def test_changing_a_motion_setting_reruns_motion_and_ctf(
     project = _change(_copy(processed, tmp_path), "motion.max_iterations", "6")
     before = _mtimes(project.folder)
     summary = run_project(project, executor=SerialExecutor(device=str(device)))
-    assert {o.steps_run for o in summary.outcomes} == {("motion", "ctf")}
+    assert {o.steps_run for o in summary.outcomes} == {ALL_STEPS}
     assert all(after != before[name] for name, after in _mtimes(project.folder).items())
     for index in range(N_MOVIES):
         ctf = json.loads((project.folder / f"ctf/movie_{index:03d}_ctf.json").read_text())
@@ -194,8 +206,8 @@ def test_a_missing_or_resized_output_reruns_its_step_and_the_later_ones(
         handle.write(b"\0")
     summary = _run(project)
     assert sorted((o.name, o.steps_run) for o in summary.outcomes) == [
-        ("movie_000", ("ctf",)),
-        ("movie_002", ("motion", "ctf")),
+        ("movie_000", FROM_CTF),
+        ("movie_002", ALL_STEPS),
     ]
     # the regenerated files are those of the first run (timings aside)
     reference = _outputs(processed[0])
@@ -212,7 +224,7 @@ def test_renamed_and_moved_movies_keep_their_items(raw: Path, tmp_path: Path) ->
     shutil.copy(raw / "movie_000.mrc", data / "movie_000.mrc")
     shutil.copy(raw / "gain.mrc", data / "gain.mrc")
     project = _new_project(tmp_path / "proj", data, pattern="*.mrc")
-    assert [o.steps_run for o in _run(project).outcomes] == [("motion", "ctf")]
+    assert [o.steps_run for o in _run(project).outcomes] == [ALL_STEPS]
     (data / "movie_000.mrc").rename(data / "renamed.mrc")
     assert _run(project).outcomes == ()  # recognised: nothing redone
     record = read_item_record(project.record_path("movie_000"))
@@ -230,7 +242,7 @@ def test_renamed_and_moved_movies_keep_their_items(raw: Path, tmp_path: Path) ->
     assert "item_moved" in kinds
     # a rewritten movie (same path, other content) is redone
     shutil.copy(raw / "movie_001.mrc", Path(moved) / "renamed.mrc")
-    assert [o.steps_run for o in _run(project).outcomes] == [("motion", "ctf")]
+    assert [o.steps_run for o in _run(project).outcomes] == [ALL_STEPS]
 
 
 def test_bad_movies_are_quarantined_with_reasons_and_good_ones_finish(
@@ -271,7 +283,7 @@ def test_bad_movies_are_quarantined_with_reasons_and_good_ones_finish(
     (data / "partial.mrc").write_bytes(full)  # the write completes
     again = _run(project)
     assert [(o.name, o.state, o.steps_run) for o in again.outcomes] == [
-        ("partial", "done", ("motion", "ctf"))
+        ("partial", "done", ALL_STEPS)
     ]
 
 
@@ -293,7 +305,7 @@ def test_an_unexpected_error_is_recorded_and_retried_on_the_next_run(
     assert status.steps["ctf"]["error"] == N_MOVIES
     assert "out of memory" in format_status(status)
     again = _run(project)
-    assert {(o.state, o.steps_run) for o in again.outcomes} == {("done", ("ctf",))}
+    assert {(o.state, o.steps_run) for o in again.outcomes} == {("done", FROM_CTF)}
 
 
 def test_fewer_items_are_handed_out_when_memory_holds_fewer_movies(
@@ -326,7 +338,7 @@ def test_an_item_locked_by_another_process_is_left_alone(
         assert locked
         outcome = run_item(project.folder, "movie_001")
     assert (outcome.state, outcome.steps_run) == ("busy", ())
-    assert run_item(project.folder, "movie_001").steps_run == ("ctf",)
+    assert run_item(project.folder, "movie_001").steps_run == FROM_CTF
 
 
 def test_watch_mode_takes_new_movies_as_they_complete(raw: Path, tmp_path: Path) -> None:
@@ -405,7 +417,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_redoes_nothing(
     assert _run_in_child(folder) == 0
     uninterrupted_s = time.monotonic() - started
     reference = {name: _comparable(path, folder) for name, path in _outputs(folder).items()}
-    assert len(reference) == N_MOVIES * 8
+    assert len(reference) == N_MOVIES * 17
     shutil.rmtree(folder)
     init_project(folder, settings)
 

@@ -1,8 +1,9 @@
 """``cryowarp demo``: the main job on an embedded default (``make demo``).
 
-Simulates movies with exact ground truth, creates a project on them, runs motion correction
-and CTF estimation, exports micrographs and particles (the true particle centres are the picks
-until picking exists), reconstructs them and prints how close every step came to the truth
+Simulates movies with exact ground truth, creates a project on them, runs motion correction,
+CTF estimation, BoxNet picking (scored against the true centres) and the display views, exports
+micrographs and particles (the true particle centres and orientations are the picks: no
+orientation search exists yet), reconstructs them and prints how close every step came to the truth
 and where the results are (:mod:`cryowarp.pipeline.demo`). Defaults and help texts come from
 :class:`~cryowarp.pipeline.demo.DemoSettings`.
 
@@ -57,12 +58,26 @@ def demo(
     typer.echo(format_summary(result))
 
 
+def _picking_rows(result: DemoResult) -> list[tuple[str, str]]:
+    if not result.picking:
+        return [("BoxNet picks vs truth", "no item picked")]
+    p = result.picking
+    return [
+        (
+            "BoxNet picks vs truth",
+            f"{p['n_picks']:.0f} picks, {p['n_true']:.0f} true: precision {p['precision']:.2f}, "
+            f"recall {p['recall']:.2f}, F1 {p['f1']:.2f}",
+        )
+    ]
+
+
 def format_summary(result: DemoResult) -> str:
     """The demo's summary table, where each output is, and the commands to go on with."""
     out = result.out_dir
     rows = [
         ("items done", f"{result.n_done} of {result.n_items}"),
         ("mean CTF defocus error vs truth", f"{result.mean_defocus_error_um:.3f} µm"),
+        *_picking_rows(result),
         ("particles exported", f"{result.n_particles} (picks: the simulation's true centres)"),
         ("FSC 0.143 of the half-maps", f"{result.resolution_half_maps_a:.1f} Å"),
         ("FSC 0.143 of the map vs the truth", _angstrom(result.resolution_truth_0143_a)),
@@ -92,8 +107,8 @@ def format_summary(result: DemoResult) -> str:
         "",
         "next",
         f"  cryowarp status {project}",
-        f"  cryowarp export particles {project} --coords {paths['particles_star']} "
-        f"--out {out / 'export_again'}",
+        f"  cryowarp export particles {project} --out {out / 'boxnet_particles'}   "
+        "# BoxNet's picks",
         f"  cryowarp reconstruct {paths['particles_star']} --out {out / 'reconstruction_again'}",
         "  the dashboard comes later with `cryowarp dashboard` (not available yet)",
     ]

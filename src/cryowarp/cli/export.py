@@ -12,6 +12,7 @@ Examples::
 
     cryowarp export micrographs proc --out relion
     cryowarp export particles proj --coords 'picks/*.star' --out relion   # proj: a project
+    cryowarp export particles proj --out relion --pick-threshold 0.6   # the project's picks
     cryowarp export particles proc --coords 'picks/*.star' --box 256 --diameter 180 --out relion
     cryowarp export update-defocus refined.star proc --out refined_localctf.star
 """
@@ -28,7 +29,13 @@ from rich.console import Console
 from cryowarp.cli._common import expand_patterns, parse_device
 from cryowarp.errors import CryowarpError, CryowarpInputError
 from cryowarp.io.relion import read_particles, write_particles
-from cryowarp.pipeline.export import export_defaults, is_project, project_sources, with_overrides
+from cryowarp.pipeline.export import (
+    export_defaults,
+    is_project,
+    project_picks,
+    project_sources,
+    with_overrides,
+)
 from cryowarp.pipeline.project import open_project
 from cryowarp.preprocess.export.coordinates import read_coordinates
 from cryowarp.preprocess.export.defocus_update import update_particle_defocus
@@ -234,13 +241,23 @@ def particles(
     folder: Folder,
     out: Out,
     coords: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--coords",
             help="Particle coordinates: RELION/Warp STAR, cryoSPARC .cs or EMAN .box files "
-            "(patterns allowed; repeat the option for more).",
+            "(patterns allowed; repeat the option for more). On a project, leave it out to "
+            "export the project's BoxNet picks.",
         ),
-    ],
+    ] = None,
+    pick_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--pick-threshold",
+            help="Project picks only: re-threshold the BoxNet picks at this score (0–1) from "
+            "the saved probabilities, without picking again (default: the project's "
+            "picking.threshold).",
+        ),
+    ] = None,
     coords_pixel_size: Annotated[
         float | None,
         typer.Option(
@@ -341,15 +358,7 @@ def particles(
     filters = _filters(
         inputs.filters, options, particles_min=particles_min, particles_max=particles_max
     )
-    found: dict[str, list[ParticleSet]] = {}
-    for path in expand_patterns(coords, what="coordinate file"):
-        try:
-            for particle_set in read_coordinates(path, pixel_size_a=coords_pixel_size):
-                found.setdefault(particle_set.micrograph, []).append(particle_set)
-        except CryowarpInputError as error:
-            console.print(f"[red]{error}[/]")
-            raise typer.Exit(1) from error
-    sets = {name: concatenate_particle_sets(group) for name, group in found.items()}
+    sets = _particle_sets(folder, coords, coords_pixel_size, pick_threshold, sources, console)
     unknown = sorted(set(sets) - {s.name for s in sources})
     if unknown:
         console.print(
@@ -374,6 +383,43 @@ def particles(
     )
     if result.failures:
         raise typer.Exit(1)
+
+
+def _particle_sets(
+    folder: Path,
+    coords: list[str] | None,
+    coords_pixel_size: float | None,
+    pick_threshold: float | None,
+    sources: list[MicrographSource],
+    console: Console,
+) -> dict[str, ParticleSet]:
+    """Particles per micrograph: from coordinate files, or a project's BoxNet picks."""
+    if not coords:
+        if not is_project(folder):
+            raise typer.BadParameter(
+                "give coordinate files (--coords); only a project has its own picks",
+                param_hint="--coords",
+            )
+        picks, problems = project_picks(
+            open_project(folder), [s.name for s in sources], threshold=pick_threshold
+        )
+        for problem in problems:
+            console.print(f"[yellow]no picks[/] {problem.path}: {problem.message}")
+        return picks
+    if pick_threshold is not None:
+        raise typer.BadParameter(
+            "--pick-threshold re-thresholds a project's picks; leave out --coords",
+            param_hint="--pick-threshold",
+        )
+    found: dict[str, list[ParticleSet]] = {}
+    for path in expand_patterns(coords, what="coordinate file"):
+        try:
+            for particle_set in read_coordinates(path, pixel_size_a=coords_pixel_size):
+                found.setdefault(particle_set.micrograph, []).append(particle_set)
+        except CryowarpInputError as error:
+            console.print(f"[red]{error}[/]")
+            raise typer.Exit(1) from error
+    return {name: concatenate_particle_sets(group) for name, group in found.items()}
 
 
 @export_app.command("update-defocus")

@@ -11,6 +11,7 @@ from cryowarp import __version__
 from cryowarp.cli.boxnet import boxnet_app
 from cryowarp.cli.ctf import ctf_app
 from cryowarp.cli.demo import demo
+from cryowarp.cli.denoise import denoise_app
 from cryowarp.cli.export import export_app
 from cryowarp.cli.motion import motion_app
 from cryowarp.cli.pick import pick_app
@@ -48,6 +49,7 @@ app.add_typer(motion_app, name="motion")
 app.add_typer(ctf_app, name="ctf")
 app.add_typer(boxnet_app, name="boxnet")
 app.add_typer(pick_app, name="pick")
+app.add_typer(denoise_app, name="denoise")
 app.add_typer(export_app, name="export")
 app.command("reconstruct")(reconstruct)
 app.command("init")(init)

@@ -24,20 +24,25 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pandas as pd
+import torch
 from pydantic import BaseModel
 
 from cryowarp.errors import CryowarpInputError
-from cryowarp.pipeline.items import read_item_record
+from cryowarp.pipeline.items import ItemRecord, read_item_record
+from cryowarp.pipeline.picking_step import PICKING_FOLDER
 from cryowarp.pipeline.project import SETTINGS_FILE, Project, open_project
 from cryowarp.pipeline.runner import item_state
 from cryowarp.pipeline.steps import ctf_output_paths
 from cryowarp.preprocess.export.filters import ExportFilters
+from cryowarp.preprocess.export.particle_set import ParticleSet
 from cryowarp.preprocess.export.settings import ExtractionSettings
 from cryowarp.preprocess.export.sources import (
     MicrographSource,
@@ -45,11 +50,13 @@ from cryowarp.preprocess.export.sources import (
     read_micrograph_source,
 )
 from cryowarp.preprocess.motion import motion_output_paths
+from cryowarp.preprocess.picking.outputs import read_pick_result
 
 __all__ = [
     "ProjectSources",
     "export_defaults",
     "is_project",
+    "project_picks",
     "project_sources",
     "with_overrides",
 ]
@@ -118,8 +125,54 @@ def project_sources(project: Project) -> ProjectSources:
         except OSError as error:
             problems.append(SourceProblem(metadata, f"{metadata}: {error}"))
             continue
-        sources.append(source)
+        sources.append(_with_masked_fraction(source, record))
     return ProjectSources(sorted(sources, key=lambda s: s.name), problems, not_done)
+
+
+def _with_masked_fraction(source: MicrographSource, record: ItemRecord) -> MicrographSource:
+    """The source with the artefact-masked fraction of the item's picking step, if any."""
+    step = record.steps.get("picking")
+    value = None if step is None else step.results.get("masked_fraction")
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return source
+    return dataclasses.replace(source, masked_fraction=float(value))
+
+
+def project_picks(
+    project: Project,
+    names: Iterable[str],
+    *,
+    threshold: float | None = None,
+    min_distance_to_mask_a: float | None = None,
+) -> tuple[dict[str, ParticleSet], list[SourceProblem]]:
+    """The BoxNet picks of items ``names`` (their picking step's files), re-thresholded from
+    the saved probabilities when ``threshold`` or ``min_distance_to_mask_a`` is given (no
+    network run; docs/picking_inference.md). Each set carries the pick score as
+    ``rlnAutopickFigureOfMerit``. Items whose files cannot be read become problems; the
+    others go on.
+    """
+    folder = project.folder / PICKING_FOLDER
+    sets: dict[str, ParticleSet] = {}
+    problems: list[SourceProblem] = []
+    for name in names:
+        try:
+            result = read_pick_result(folder, name)
+            if threshold is not None or min_distance_to_mask_a is not None:
+                result = result.rethreshold(
+                    result.settings.threshold if threshold is None else threshold,
+                    min_distance_to_mask_a=min_distance_to_mask_a,
+                )
+        except CryowarpInputError as error:
+            problems.append(SourceProblem(error.path or folder / name, str(error)))
+            continue
+        scores = result.scores.to(torch.float64).numpy()
+        sets[name] = ParticleSet(
+            micrograph=name,
+            positions_a=result.positions_a.to(torch.float64),
+            extra=pd.DataFrame({"rlnAutopickFigureOfMerit": scores}),
+            source=str(folder / f"{name}_picks.star"),
+        )
+    return sets, problems
 
 
 def export_defaults(folder: str | os.PathLike[str]) -> tuple[ExtractionSettings, ExportFilters]:

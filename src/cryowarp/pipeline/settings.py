@@ -23,13 +23,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cryowarp.preprocess.ctf.settings import CtfSettings
+from cryowarp.preprocess.denoise.deconvolution import DeconvolutionSettings
+from cryowarp.preprocess.denoise.display import DisplaySettings
+from cryowarp.preprocess.denoise.n2n_model_file import DEFAULT_DENOISER_MODEL
 from cryowarp.preprocess.export.filters import ExportFilters
 from cryowarp.preprocess.export.settings import ExtractionSettings
 from cryowarp.preprocess.motion.settings import MotionSettings, MovieInputSettings
+from cryowarp.preprocess.picking.settings import PickingSettings
 
 __all__ = [
     "PROJECT_SETTINGS_VERSION",
     "DataSettings",
+    "DisplayStepSettings",
     "OpticsSettings",
     "ProjectSettings",
     "WatchSettings",
@@ -112,6 +117,27 @@ class WatchSettings(BaseModel):
     )
 
 
+class DisplayStepSettings(BaseModel):
+    """The project's ``display`` section: how the views of each item are made."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deconvolution: DeconvolutionSettings = Field(
+        default_factory=DeconvolutionSettings,
+        description="Deconvolution filter of the deconvolved view (strength, fall-off, "
+        "high-pass in Å; docs/deconvolution.md).",
+    )
+    denoiser_model: str | None = Field(
+        default=DEFAULT_DENOISER_MODEL,
+        description="Noise2Noise model (name or path) of the denoised view; null: no "
+        "denoised view. Names are looked up in the project's models/denoise/ first.",
+    )
+    image: DisplaySettings = Field(
+        default_factory=DisplaySettings,
+        description="Pixel size (Å), largest side (px) and contrast of the views.",
+    )
+
+
 class ProjectSettings(BaseModel):
     """Everything a project's processing depends on (the project's settings file)."""
 
@@ -132,6 +158,16 @@ class ProjectSettings(BaseModel):
     )
     ctf: CtfSettings = Field(
         default_factory=CtfSettings, description="CTF estimation (docs/ctf_estimation.md)."
+    )
+    picking: PickingSettings = Field(
+        default_factory=PickingSettings,
+        description="BoxNet particle picking and artefact masking (model, diameter in Å, "
+        "threshold; docs/picking.md).",
+    )
+    display: DisplayStepSettings = Field(
+        default_factory=DisplayStepSettings,
+        description="Deconvolved and denoised views of each item, for looking at only "
+        "(docs/denoising.md).",
     )
     workers: WorkerSettings = Field(
         default_factory=WorkerSettings, description="Parallel execution."

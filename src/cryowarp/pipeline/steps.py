@@ -1,13 +1,14 @@
 """The processing steps of an item, what each depends on, and when one is stale
 (docs/pipeline.md, "Steps and staleness").
 
-Steps run in the order of :data:`STEPS` (motion → CTF; export and picking add themselves
-here). A step's settings hash is the SHA-256 of the canonical JSON of the settings it reads
-together with the hash of the step before it, so changing a step's settings makes it and every
-later step stale, and nothing before it. A step also reruns, with every later one, when its
-record is missing, ended in an unexpected error, or one of its outputs is missing or has
-another size. A step that failed or whose input was quarantined is not retried until its hash
-(or, for the raw file, the item's identity) changes.
+Steps run in the order of :data:`STEPS`: motion → CTF → picking
+(:mod:`cryowarp.pipeline.picking_step`) → display views
+(:mod:`cryowarp.pipeline.display_step`). A step's settings hash is the SHA-256 of the
+canonical JSON of the settings it reads together with the hash of the step before it, so
+changing a step's settings makes it and every later step stale, and nothing before it. A step
+also reruns, with every later one, when its record is missing, ended in an unexpected error,
+or one of its outputs is missing or has another size. A step that failed or whose input was
+quarantined is not retried until its hash (or, for the raw file, the item's identity) changes.
 
 Each step writes into an empty staging folder with the project's layout and reports the
 files it made; the runner moves them into place (:mod:`cryowarp.pipeline.runner`).
@@ -15,20 +16,26 @@ files it made; the runner moves them into place (:mod:`cryowarp.pipeline.runner`
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from cryowarp.errors import CryowarpInputError
 from cryowarp.io.files import write_text_atomically
 from cryowarp.io.mrc import read_mrc
-from cryowarp.pipeline.items import ItemRecord, Scalar, raw_identity
+from cryowarp.pipeline._step_types import (
+    Step,
+    StepContext,
+    StepOutput,
+    file_identity,
+    finite_or_none,
+)
+from cryowarp.pipeline.display_step import display_outputs, display_settings, run_display_step
+from cryowarp.pipeline.items import ItemRecord, Scalar
+from cryowarp.pipeline.picking_step import picking_outputs, picking_settings, run_picking_step
 from cryowarp.pipeline.project import Project
 from cryowarp.preprocess.ctf.estimate import estimate_ctf
 from cryowarp.preprocess.ctf.plot import write_ctf_png
@@ -51,52 +58,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class StepContext:
-    """What a step gets: the project, the item, its raw movie (through the project's input
-    link, whose stem is the item name), an empty staging folder and the device."""
-
-    project: Project
-    name: str
-    movie_path: Path
-    staging: Path
-    device: str = "cpu"
-
-
-@dataclass(frozen=True)
-class StepOutput:
-    """What a step made: files (name → path relative to the staging folder, which is the same
-    path relative to the project), quality figures, and the reason when the algorithm ran but
-    could not process the item (the step is then ``failed``)."""
-
-    files: dict[str, str]
-    results: dict[str, Scalar] = field(default_factory=dict)
-    failure: str | None = None
-
-
-@dataclass(frozen=True)
-class Step:
-    """One processing step.
-
-    Attributes
-    ----------
-    name:
-        Its name in item records and events.
-    depends_on:
-        The settings it reads, as a JSON-ready mapping (its hash input; files by content).
-    run:
-        Does the work (raises :class:`~cryowarp.errors.CryowarpInputError` for unusable input).
-    possible_outputs:
-        Every file (relative path) the step can write for an item name; those a rerun does not
-        write again are deleted, so no output of older settings stays behind.
-    """
-
-    name: str
-    depends_on: Callable[[Project], Mapping[str, Any]]
-    run: Callable[[StepContext], StepOutput]
-    possible_outputs: Callable[[str], list[str]]
-
-
 # -- motion ------------------------------------------------------------------------------
 
 
@@ -105,31 +66,12 @@ def _motion_settings(project: Project) -> Mapping[str, Any]:
     movie = settings.data.movie.model_dump(mode="json")
     for key in ("gain_path", "defects_path"):  # by content: a moved dataset stays up to date
         if movie[key] is not None:
-            movie[key] = _file_identity(project.resolve(movie[key]))
+            movie[key] = file_identity(project.resolve(movie[key]))
     return {
         "movie": movie,
         "motion": settings.motion.model_dump(mode="json"),
         "voltage_kv": settings.optics.voltage_kv,  # written to RELION's motion STAR
     }
-
-
-def _file_identity(path: Path) -> str:
-    """``"<size>:<sha256 of the first MiB>"`` of a file, or ``"missing:<path>"``; cached by
-    path, size and modification time (a gain is read once per process, not once per item)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return f"missing:{path}"
-    return _cached_identity(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_identity(path: str, size: int, mtime_ns: int) -> str:
-    try:
-        identity = raw_identity(path)
-    except CryowarpInputError:
-        return f"missing:{path}"
-    return f"{identity.size_bytes}:{identity.head_sha256}"
 
 
 def run_motion_step(context: StepContext) -> StepOutput:
@@ -211,13 +153,13 @@ def run_ctf_step(context: StepContext) -> StepOutput:
         write_ctf_png(result, context.staging / paths["png"], title=context.name)
         files["png"] = paths["png"]
     results: dict[str, Scalar] = {
-        "defocus_um": _finite(result.defocus_um),
-        "defocus_u_um": _finite(result.defocus_u_um),
-        "defocus_v_um": _finite(result.defocus_v_um),
-        "astigmatism_angle_deg": _finite(result.astigmatism_angle_deg),
-        "phase_shift_deg": _finite(result.phase_shift_deg),
-        "resolution_a": _finite(result.resolution_a),
-        "fit_score": _finite(result.fit_score),
+        "defocus_um": finite_or_none(result.defocus_um),
+        "defocus_u_um": finite_or_none(result.defocus_u_um),
+        "defocus_v_um": finite_or_none(result.defocus_v_um),
+        "astigmatism_angle_deg": finite_or_none(result.astigmatism_angle_deg),
+        "phase_shift_deg": finite_or_none(result.phase_shift_deg),
+        "resolution_a": finite_or_none(result.resolution_a),
+        "fit_score": finite_or_none(result.fit_score),
     }
     return StepOutput(
         files=files, results=results, failure=result.failure_reason if result.failed else None
@@ -228,15 +170,13 @@ def _ctf_outputs(name: str) -> list[str]:
     return list(ctf_output_paths(name).values())
 
 
-def _finite(value: float) -> float | None:
-    return value if value == value and abs(value) != float("inf") else None
-
-
 # -- the registry ------------------------------------------------------------------------
 
 STEPS: tuple[Step, ...] = (
     Step("motion", _motion_settings, run_motion_step, _motion_outputs),
     Step("ctf", _ctf_settings, run_ctf_step, _ctf_outputs),
+    Step("picking", picking_settings, run_picking_step, picking_outputs),
+    Step("display", display_settings, run_display_step, display_outputs),
 )
 """Every step, in the order they run."""
 

@@ -18,6 +18,8 @@ from cryowarp.preprocess.picking.model_file import (
 from cryowarp.preprocess.picking.retraining import (
     CONTEXT_PX,
     RetrainingSettings,
+    _split,
+    _user_tiles,
     hold_out_region,
     retrain_boxnet,
 )
@@ -131,3 +133,29 @@ def test_retraining_needs_user_data() -> None:
     base_model = BoxNetModel(network=tiny_network(), name="untrained")
     with pytest.raises(ValueError, match="user micrograph"):
         retrain_boxnet(base_model, [], blob_micrographs(1), name="x", settings=RETRAIN)
+
+
+def test_user_crops_take_image_context_from_the_micrograph_not_zero_padding() -> None:
+    """Training windows lie inside the micrograph (no zero-padded borders, which the generic
+    model never saw and which taught it to call artefact along edges) and carry labels of the
+    training region only: the held-out strip's labels are never trained on."""
+    item = _micrograph_with([(20.0, 30.0), (200.0, 100.0)], (256, 256))
+    split = _split(item, 0.25)
+    labels = split.training_labels(item)
+    images, tile_labels = _user_tiles([item], [labels], crop_px=128, source_px=220)
+    # tiles at 0, 64, 128; windows 46 px wider on each side, moved inside: 0, 18, 36
+    assert images.shape == (9, 220, 220)
+    windows = {(y, x) for y in (0, 18, 36) for x in (0, 18, 36)}
+    found = set()
+    for image, tile in zip(images, tile_labels, strict=True):
+        match = [
+            (y, x) for y, x in windows if torch.equal(image, item.image[y : y + 220, x : x + 220])
+        ]
+        assert len(match) == 1
+        y, x = match[0]
+        found.add((y, x))
+        assert torch.equal(tile, labels[y : y + 220, x : x + 220])
+    assert found == windows
+    held = labels == -1
+    assert int(held.sum()) == 64 * 256  # the strip of 25 % (the context stays trainable)
+    assert bool((item.labels[held] >= 0).all())

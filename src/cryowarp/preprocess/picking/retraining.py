@@ -9,8 +9,14 @@ Held-out data. A strip of ``holdout_fraction`` (25 %) at one edge of each user m
 (:func:`hold_out_region`: the edge strip with the most particle pixels) is never trained on
 and serves as the user validation region (scored with a context margin of :data:`CONTEXT_PX`
 pixels whose labels are ignored); the generic micrographs are split into training and
-validation ones. An **epoch** is one pass over the user training crops: the training region
-of every micrograph cut into ``crop_px`` tiles at half-tile spacing, each augmented afresh.
+validation ones. An **epoch** is one pass over the user training crops: ``crop_px`` tiles at
+half-tile spacing covering the training region of every micrograph, each augmented afresh.
+The windows cut for augmentation are kept inside the micrograph and take their image from the
+whole micrograph (the held-out strip included), but only the training region's labels: the
+generic model never saw zero-padded borders (its crops lie inside its micrographs), and user
+crops padded with zeros around the training region taught it to call artefact along image
+edges and next to the carbon that touches them. The held-out labels are never trained on.
+With ``freeze_batch_norm`` the batch-norm statistics stay those of the base model.
 
 After every epoch the four **accuracies** (:mod:`.training`: mean pixel F1 of the foreground
 classes) are reported: ``old_on_old`` and ``old_on_new`` (the base model on the generic and
@@ -111,6 +117,13 @@ class RetrainingSettings(BaseModel):
     augment: bool = Field(
         default=True, description="Rotate, flip, shear and add noise to the crops."
     )
+    freeze_batch_norm: bool = Field(
+        default=False,
+        description="Keep the batch-norm layers in eval mode while fine-tuning: their running "
+        "statistics stay those of the base model (their scales and offsets are still "
+        "trained). Helps a converged model on a species of familiar contrast; hurts when the "
+        "new data look unlike anything the base model saw.",
+    )
     seed: int = Field(default=0, description="Seed of the splits, crop order and augmentation.")
 
 
@@ -197,27 +210,54 @@ def _window(item: LabelledMicrograph, axis: int, start: int, stop: int) -> Label
     )
 
 
-def _strip(
-    item: LabelledMicrograph, axis: int, at_end: bool, fraction: float
-) -> tuple[LabelledMicrograph, LabelledMicrograph]:
+@dataclass(frozen=True)
+class _Split:
+    """A micrograph split into a training window ``start:stop`` along ``axis`` and the rest."""
+
+    training: LabelledMicrograph
+    held: LabelledMicrograph
+    axis: int
+    start: int
+    stop: int
+
+    def training_labels(self, item: LabelledMicrograph) -> torch.Tensor:  # (h, w) int64
+        """``item``'s labels, −1 outside the training window."""
+        labels = torch.full_like(item.labels, -1)
+        index: list[slice] = [slice(None), slice(None)]
+        index[self.axis] = slice(self.start, self.stop)
+        labels[tuple(index)] = item.labels[tuple(index)]
+        return labels
+
+
+def _strip(item: LabelledMicrograph, axis: int, at_end: bool, fraction: float) -> _Split:
     length = int(item.labels.shape[axis])
     n_held = min(length - 1, max(1, math.ceil(fraction * length)))
     if at_end:
         split = length - n_held
-        training = _window(item, axis, 0, split)
+        train_start, train_stop = 0, split
         start, stop = max(0, split - CONTEXT_PX), length
         context = slice(0, split - start)
     else:
-        training = _window(item, axis, n_held, length)
+        train_start, train_stop = n_held, length
         start, stop = 0, min(length, n_held + CONTEXT_PX)
         context = slice(n_held, stop)
+    training = _window(item, axis, train_start, train_stop)
     held = _window(item, axis, start, stop)
     labels = held.labels.clone()
     if axis == 1:
         labels[:, context] = -1
     else:
         labels[context] = -1
-    return training, replace(held, labels=labels)
+    return _Split(training, replace(held, labels=labels), axis, train_start, train_stop)
+
+
+def _split(item: LabelledMicrograph, fraction: float) -> _Split:
+    h, w = item.labels.shape
+    longer, shorter = (1, 0) if w >= h else (0, 1)
+    candidates = [(longer, True), (longer, False), (shorter, True), (shorter, False)]
+    splits = [_strip(item, axis, at_end, fraction) for axis, at_end in candidates]
+    counts = [int((split.held.labels == PARTICLE).sum()) for split in splits]
+    return splits[counts.index(max(counts))]
 
 
 def hold_out_region(
@@ -231,12 +271,8 @@ def hold_out_region(
     is held out (so that regions painted "ignore" do not leave nothing to score); ties go to
     the end of the longer side, then its start, then the ends of the shorter side.
     """
-    h, w = item.labels.shape
-    longer, shorter = (1, 0) if w >= h else (0, 1)
-    candidates = [(longer, True), (longer, False), (shorter, True), (shorter, False)]
-    splits = [_strip(item, axis, at_end, fraction) for axis, at_end in candidates]
-    counts = [int((held.labels == PARTICLE).sum()) for _, held in splits]
-    return splits[counts.index(max(counts))]
+    split = _split(item, fraction)
+    return split.training, split.held
 
 
 def _tile_starts(length: int, tile: int) -> list[int]:
@@ -249,23 +285,40 @@ def _tile_starts(length: int, tile: int) -> list[int]:
     return starts
 
 
+def _window_starts(length: int, tile: int, window: int) -> list[int]:
+    """Starts of ``window``-px windows centred on the ``tile``-px tiles (half-tile spacing)
+    of ``length`` px, moved inside ``0:length`` when the window fits."""
+    margin = (window - tile) // 2
+    starts = []
+    for t0 in _tile_starts(length, tile):
+        fits = length >= window
+        start = min(max(t0 - margin, 0), length - window) if fits else (length - window) // 2
+        if start not in starts:
+            starts.append(start)
+    return starts
+
+
 def _user_tiles(
-    regions: Sequence[LabelledMicrograph], *, crop_px: int, source_px: int
+    items: Sequence[LabelledMicrograph],
+    training_labels: Sequence[torch.Tensor],  # (h, w) int64 each
+    *,
+    crop_px: int,
+    source_px: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # (n, s, s) float32, (n, s, s) int64
-    """Windows of ``source_px`` centred on the ``crop_px`` tiles (half-tile spacing) of each
-    region; outside the region the image is 0 (its median) and the labels −1."""
+    """Windows of ``source_px`` around the ``crop_px`` tiles (half-tile spacing) of each
+    micrograph, kept inside it when it is large enough; image from the whole micrograph,
+    labels from ``training_labels``; outside the micrograph image 0, labels −1."""
     images, labels = [], []
-    margin = (source_px - crop_px) // 2
-    for region in regions:
-        h, w = region.labels.shape
+    for item, item_labels in zip(items, training_labels, strict=True):
+        h, w = item_labels.shape
         padded_image = torch.zeros(h + 2 * source_px, w + 2 * source_px)
         padded_labels = torch.full((h + 2 * source_px, w + 2 * source_px), -1, dtype=torch.int64)
-        padded_image[source_px : source_px + h, source_px : source_px + w] = region.image
-        padded_labels[source_px : source_px + h, source_px : source_px + w] = region.labels
-        for y0 in _tile_starts(h, crop_px):
-            for x0 in _tile_starts(w, crop_px):
-                ys = slice(y0 - margin + source_px, y0 - margin + 2 * source_px)
-                xs = slice(x0 - margin + source_px, x0 - margin + 2 * source_px)
+        padded_image[source_px : source_px + h, source_px : source_px + w] = item.image
+        padded_labels[source_px : source_px + h, source_px : source_px + w] = item_labels
+        for y0 in _window_starts(h, crop_px, source_px):
+            for x0 in _window_starts(w, crop_px, source_px):
+                ys = slice(y0 + source_px, y0 + 2 * source_px)
+                xs = slice(x0 + source_px, x0 + 2 * source_px)
                 tile_labels = padded_labels[ys, xs]
                 if bool((tile_labels >= 0).any()):
                     images.append(padded_image[ys, xs])
@@ -291,6 +344,14 @@ def _mixed_weights(
     return class_weights_from_frequencies((mixed[0], mixed[1], mixed[2]))
 
 
+def _train_mode(network: torch.nn.Module, *, freeze_batch_norm: bool) -> None:
+    network.train()
+    if freeze_batch_norm:
+        for module in network.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def retrain_boxnet(
     base: BoxNetModel,
     user: list[LabelledMicrograph],
@@ -309,9 +370,9 @@ def retrain_boxnet(
         raise ValueError("retraining needs at least one labelled user micrograph")
     device = device or torch.device("cpu")
     generator = torch.Generator().manual_seed(settings.seed)
-    parts = [hold_out_region(item, settings.holdout_fraction) for item in user]
-    user_train = [p[0] for p in parts]
-    user_validation = [p[1] for p in parts]
+    splits = [_split(item, settings.holdout_fraction) for item in user]
+    user_train = [split.training for split in splits]
+    user_validation = [split.held for split in splits]
     generic_train, generic_validation = split_validation(
         generic,
         settings.generic_validation_fraction if len(generic) >= 2 else 0.0,
@@ -324,7 +385,10 @@ def retrain_boxnet(
     weights = torch.tensor(weights_used, dtype=torch.float32, device=device)
     source_px = augmentation_window_px(settings.crop_px) if settings.augment else settings.crop_px
     tile_images, tile_labels = _user_tiles(
-        user_train, crop_px=settings.crop_px, source_px=source_px
+        user,
+        [split.training_labels(item) for split, item in zip(splits, user, strict=True)],
+        crop_px=settings.crop_px,
+        source_px=source_px,
     )
     n_user = settings.batch_size
     if generic_train and settings.generic_per_user > 0:
@@ -351,7 +415,7 @@ def retrain_boxnet(
     step = 0
     for epoch in range(1, settings.max_epochs + 1):
         start = time.perf_counter()
-        network.train()
+        _train_mode(network, freeze_batch_norm=settings.freeze_batch_norm)
         order = torch.randperm(tile_images.shape[0], generator=generator)
         epoch_losses = []
         for first in range(0, order.numel(), n_user):
