@@ -151,3 +151,16 @@ def test_fields_must_be_plain_data_without_reserved_keys(tmp_path: Path) -> None
             fields={"metadata": {"where": tmp_path}},
         )
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_str_subclass_is_refused_before_it_makes_an_unloadable_file(tmp_path: Path) -> None:
+    # torch.__version__ is a str subclass: pickled as its class, refused by weights_only loading
+    with pytest.raises(TypeError, match=r"fields\['torch'\] is a TorchVersion"):
+        save_model_document(
+            tmp_path / "m.pt",
+            format_tag=_TAG,
+            format_version=1,
+            state_dict={},
+            fields={"torch": torch.__version__},
+        )
+    assert not (tmp_path / "m.pt").exists()

@@ -169,8 +169,8 @@ def load_model_document(
 
 
 def _check_plain(value: object, where: str) -> None:
-    if isinstance(value, _PLAIN_SCALARS):
-        return
+    if type(value) in _PLAIN_SCALARS:  # exact types: a str subclass (torch.__version__) is
+        return  # pickled as its class, which weights_only loading refuses
     if isinstance(value, list | tuple):
         for i, item in enumerate(value):
             _check_plain(item, f"{where}[{i}]")
