@@ -23,7 +23,14 @@ import torch
 from cryowarp.errors import CorruptFileError, FileFormatError, MissingFileError
 from cryowarp.io.files import atomic_output
 
-__all__ = ["RESERVED_KEYS", "check_model_name", "load_model_document", "save_model_document"]
+__all__ = [
+    "RESERVED_KEYS",
+    "check_model_name",
+    "load_model_document",
+    "model_names",
+    "resolve_model_file",
+    "save_model_document",
+]
 
 RESERVED_KEYS = frozenset({"format", "format_version", "state_dict"})
 """Top-level keys the file format itself uses; ``fields`` may not use them."""
@@ -187,3 +194,40 @@ def _check_plain(value: object, where: str) -> None:
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else "no details"
+
+
+def model_names(folder: str | os.PathLike[str], *, suffix: str) -> list[str]:
+    """Names (file names without ``suffix``) of the model files in ``folder``, sorted."""
+    return sorted(p.name[: -len(suffix)] for p in Path(folder).glob(f"*{suffix}"))
+
+
+def resolve_model_file(
+    name_or_path: str | os.PathLike[str],
+    *,
+    suffix: str,
+    folders: tuple[Path, ...],
+    description: str = "model",
+) -> Path:
+    """The file of a model given by path, or by name: ``<name><suffix>`` in the first of
+    ``folders`` that holds it (a project's own models first, the shipped ones last).
+
+    Raises :class:`~cryowarp.errors.MissingFileError` listing the folders searched and the
+    models available.
+    """
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate
+    name = str(name_or_path)
+    if name.endswith(suffix):
+        name = name[: -len(suffix)]
+    for folder in folders:
+        path = Path(folder) / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    available = sorted({n for f in folders for n in model_names(f, suffix=suffix)})
+    raise MissingFileError(
+        candidate,
+        f"no {description} file or model of that name",
+        f"searched {', '.join(str(f) for f in folders)}; "
+        f"available: {', '.join(available) or 'none'}",
+    )

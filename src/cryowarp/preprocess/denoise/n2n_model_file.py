@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryowarp.errors import CorruptFileError, MissingFileError
-from cryowarp.io.model_files import check_model_name, load_model_document, save_model_document
+from cryowarp.errors import CorruptFileError
+from cryowarp.io.model_files import (
+    check_model_name,
+    load_model_document,
+    model_names,
+    resolve_model_file,
+    save_model_document,
+)
 from cryowarp.preprocess.denoise.n2n_network import DenoiserArchitecture, DenoiserUNet
 
 __all__ = [
@@ -134,9 +140,7 @@ def packaged_denoiser_folder() -> Path:
 
 def shipped_denoiser_names() -> list[str]:
     """Names of the denoiser models shipped with cryowarp, sorted."""
-    folder = packaged_denoiser_folder()
-    n = len(DENOISER_MODEL_SUFFIX)
-    return sorted(p.name[:-n] for p in folder.glob(f"*{DENOISER_MODEL_SUFFIX}"))
+    return model_names(packaged_denoiser_folder(), suffix=DENOISER_MODEL_SUFFIX)
 
 
 def resolve_denoiser_model(name_or_path: str | Path, *, search: tuple[Path, ...] = ()) -> Path:
@@ -145,22 +149,9 @@ def resolve_denoiser_model(name_or_path: str | Path, *, search: tuple[Path, ...]
     Raises :class:`~cryowarp.errors.MissingFileError` listing the places searched and the
     models available.
     """
-    candidate = Path(name_or_path)
-    if candidate.is_file():
-        return candidate
-    name = str(name_or_path)
-    if name.endswith(DENOISER_MODEL_SUFFIX):
-        name = name[: -len(DENOISER_MODEL_SUFFIX)]
-    folders = (*(Path(f) for f in search), packaged_denoiser_folder())
-    for folder in folders:
-        path = folder / f"{name}{DENOISER_MODEL_SUFFIX}"
-        if path.is_file():
-            return path
-    n = len(DENOISER_MODEL_SUFFIX)
-    available = sorted({p.name[:-n] for f in folders for p in f.glob(f"*{DENOISER_MODEL_SUFFIX}")})
-    raise MissingFileError(
-        candidate,
-        "no denoiser model file or model of that name",
-        f"searched {', '.join(str(f) for f in folders)}; "
-        f"available: {', '.join(available) or 'none'}",
+    return resolve_model_file(
+        name_or_path,
+        suffix=DENOISER_MODEL_SUFFIX,
+        folders=(*(Path(f) for f in search), packaged_denoiser_folder()),
+        description="denoiser model",
     )

@@ -18,8 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryowarp.errors import CorruptFileError, FileFormatError, MissingFileError
-from cryowarp.io.model_files import check_model_name, load_model_document, save_model_document
+from cryowarp.errors import CorruptFileError, FileFormatError
+from cryowarp.io.model_files import (
+    check_model_name,
+    load_model_document,
+    model_names,
+    resolve_model_file,
+    save_model_document,
+)
 from cryowarp.preprocess.picking.network import CLASS_NAMES, BoxNet, BoxNetArchitecture
 from cryowarp.preprocess.picking.prepare import PICKING_PIXEL_SIZE_A
 
@@ -126,8 +132,7 @@ def packaged_models_folder() -> Path:
 
 def shipped_model_names() -> list[str]:
     """Names of the models shipped with cryowarp, sorted."""
-    folder = packaged_models_folder()
-    return sorted(p.name[: -len(MODEL_SUFFIX)] for p in folder.glob(f"*{MODEL_SUFFIX}"))
+    return model_names(packaged_models_folder(), suffix=MODEL_SUFFIX)
 
 
 def resolve_boxnet_model(name_or_path: str | Path, *, search: tuple[Path, ...] = ()) -> Path:
@@ -136,23 +141,9 @@ def resolve_boxnet_model(name_or_path: str | Path, *, search: tuple[Path, ...] =
     Raises :class:`~cryowarp.errors.MissingFileError` listing the places searched and the
     models available.
     """
-    candidate = Path(name_or_path)
-    if candidate.is_file():
-        return candidate
-    name = str(name_or_path)
-    if name.endswith(MODEL_SUFFIX):
-        name = name[: -len(MODEL_SUFFIX)]
-    folders = (*search, packaged_models_folder())
-    for folder in folders:
-        path = Path(folder) / f"{name}{MODEL_SUFFIX}"
-        if path.is_file():
-            return path
-    available = sorted(
-        {p.name[: -len(MODEL_SUFFIX)] for f in folders for p in Path(f).glob(f"*{MODEL_SUFFIX}")}
-    )
-    raise MissingFileError(
-        candidate,
-        "no BoxNet model file or model of that name",
-        f"searched {', '.join(str(f) for f in folders)}; "
-        f"available: {', '.join(available) or 'none'}",
+    return resolve_model_file(
+        name_or_path,
+        suffix=MODEL_SUFFIX,
+        folders=(*(Path(f) for f in search), packaged_models_folder()),
+        description="BoxNet model",
     )
