@@ -24,6 +24,7 @@ from cryowarp.pipeline.picking_step import picking_model_folder, picking_output_
 from cryowarp.pipeline.project import Project, init_project, open_project, save_settings
 from cryowarp.pipeline.runner import run_project
 from cryowarp.pipeline.settings import ProjectSettings, set_setting
+from cryowarp.pipeline.status import format_status, project_status
 from cryowarp.pipeline.steps import settings_hashes
 from cryowarp.preprocess.denoise.n2n_model_file import DenoiserModel, save_denoiser_model
 from cryowarp.preprocess.denoise.n2n_network import DenoiserArchitecture, DenoiserUNet
@@ -174,3 +175,15 @@ def test_export_particles_takes_the_project_picks_and_rethresholds(
     fewer = read_star(strict / "particles.star")["particles"]
     assert len(fewer) == int(np.sum(scores >= threshold)) < n_picks
     assert (fewer["rlnAutopickFigureOfMerit"].to_numpy() >= threshold).all()
+
+
+def test_status_reports_particles_and_masked_fraction(processed: Path) -> None:
+    project = open_project(processed)
+    status = project_status(project)
+    n_picks = [
+        read_item_record(project.items_folder / f"{n}.json").steps["picking"].results["n_picks"]
+        for n in ("movie_000", "movie_001")
+    ]
+    assert status.quality["particles"]["count"] == 2
+    assert status.quality["particles"]["p50"] == pytest.approx(float(np.median(n_picks)))
+    assert "masked_fraction" in format_status(status)

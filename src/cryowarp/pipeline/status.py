@@ -30,6 +30,8 @@ QUALITY_METRICS: dict[str, tuple[str, str]] = {
     "ctf_resolution_a": ("ctf", "resolution_a"),
     "total_motion_a": ("motion", "total_drift_a"),
     "early_motion_a_per_frame": ("motion", "early_motion_a_per_frame"),
+    "particles": ("picking", "n_picks"),
+    "masked_fraction": ("picking", "masked_fraction"),
 }
 """Name of each quality figure → (step, key of the step's results)."""
 
