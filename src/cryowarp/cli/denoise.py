@@ -43,6 +43,7 @@ from cryowarp.cli.denoise_train import train
 from cryowarp.core.ctf_params import CTFParams
 from cryowarp.errors import CorruptFileError, CryowarpError, InvalidValuesError, MissingFileError
 from cryowarp.io.movie import open_movie
+from cryowarp.pipeline.settings import OpticsSettings
 from cryowarp.preprocess.ctf.result import CtfResult
 from cryowarp.preprocess.denoise.deconvolution import DeconvolutionSettings, SupportsCtfParams
 from cryowarp.preprocess.denoise.display import (
@@ -69,6 +70,7 @@ denoise_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+_OPTICS = OpticsSettings()  # defaults of the optics options (one source of truth)
 _DECONV = DeconvolutionSettings()
 _DECONV_HELP = {n: f.description or "" for n, f in DeconvolutionSettings.model_fields.items()}
 _DISPLAY = DisplaySettings()
@@ -301,9 +303,9 @@ def deconvolve(
     astigmatism: Astigmatism = 0.0,
     astigmatism_angle: AstigmatismAngle = 0.0,
     phase_shift: PhaseShift = 0.0,
-    voltage: Voltage = 300.0,
-    cs: Cs = 2.7,
-    amplitude_contrast: AmplitudeContrast = 0.07,
+    voltage: Voltage = _OPTICS.voltage_kv,
+    cs: Cs = _OPTICS.cs_mm,
+    amplitude_contrast: AmplitudeContrast = _OPTICS.amplitude_contrast,
     pixel_size: PixelSize = None,
     strength: Strength = _DECONV.strength,
     falloff: Falloff = _DECONV.falloff,
@@ -374,9 +376,9 @@ def apply(
     astigmatism: Astigmatism = 0.0,
     astigmatism_angle: AstigmatismAngle = 0.0,
     phase_shift: PhaseShift = 0.0,
-    voltage: Voltage = 300.0,
-    cs: Cs = 2.7,
-    amplitude_contrast: AmplitudeContrast = 0.07,
+    voltage: Voltage = _OPTICS.voltage_kv,
+    cs: Cs = _OPTICS.cs_mm,
+    amplitude_contrast: AmplitudeContrast = _OPTICS.amplitude_contrast,
     pixel_size: PixelSize = None,
     strength: Strength = _DECONV.strength,
     falloff: Falloff = _DECONV.falloff,
