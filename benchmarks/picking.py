@@ -399,28 +399,20 @@ def _run_topaz(executable: str, tests: list[Micrograph]) -> MethodResult:
 
 
 def _pooled(positions: list[Any], tests: list[Micrograph]) -> dict[str, Any]:
-    from cryowarp.preprocess.picking.metrics import match_picks
+    from cryowarp.preprocess.picking.metrics import match_picks, pooled_summary
 
-    totals = {"n_picked": 0, "n_true": 0, "n_matched": 0}
-    per_species: dict[int, list[int]] = {}
-    for picks, m in zip(positions, tests, strict=True):
-        match = match_picks(picks, m.positions_a, diameter_a=m.diameter_a)
-        totals["n_picked"] += match.n_picked
-        totals["n_true"] += match.n_true
-        totals["n_matched"] += match.n_matched
-        counts = per_species.setdefault(m.species, [0, 0, 0])
-        counts[0] += match.n_matched
-        counts[1] += match.n_picked
-        counts[2] += match.n_true
-    tp, picked, true = totals["n_matched"], totals["n_picked"], totals["n_true"]
+    matches = [
+        match_picks(picks, m.positions_a, diameter_a=m.diameter_a)
+        for picks, m in zip(positions, tests, strict=True)
+    ]
+    species = sorted({m.species for m in tests})
     return {
-        **totals,
-        "precision": tp / picked if picked else 1.0,
-        "recall": tp / true if true else 1.0,
-        "f1": 2 * tp / (picked + true) if picked + true else 1.0,
+        **pooled_summary(matches),
         "f1_per_species": {
-            str(k): 2 * v[0] / (v[1] + v[2]) if v[1] + v[2] else 1.0
-            for k, v in sorted(per_species.items())
+            str(k): pooled_summary(
+                x for x, m in zip(matches, tests, strict=True) if m.species == k
+            )["f1"]
+            for k in species
         },
     }
 

@@ -65,7 +65,7 @@ def _picking_rows(result: DemoResult) -> list[tuple[str, str]]:
     return [
         (
             "BoxNet picks vs truth",
-            f"{p['n_picks']:.0f} picks, {p['n_true']:.0f} true: precision {p['precision']:.2f}, "
+            f"{p['n_picked']:.0f} picks, {p['n_true']:.0f} true: precision {p['precision']:.2f}, "
             f"recall {p['recall']:.2f}, F1 {p['f1']:.2f}",
         )
     ]

@@ -59,7 +59,7 @@ from cryowarp.preprocess.export.particle_set import ParticleSet
 from cryowarp.preprocess.export.settings import ExtractionSettings
 from cryowarp.preprocess.export.sources import MicrographSource
 from cryowarp.preprocess.motion.settings import MotionSettings, MovieInputSettings
-from cryowarp.preprocess.picking.metrics import match_picks
+from cryowarp.preprocess.picking.metrics import match_picks, pooled_summary
 from cryowarp.preprocess.picking.settings import PickingSettings
 from cryowarp.refine.reconstruction.reconstruct import reconstruct_from_star
 from cryowarp.simulate.ground_truth import FrameSeriesTruth, load_ground_truth
@@ -121,7 +121,8 @@ class DemoResult:
         Particles exported (``export/particles.star``).
     picking:
         BoxNet's picks of the done items against the true particle centres (a match within 20 %
-        of the diameter): ``precision``, ``recall``, ``f1``, ``n_picks``, ``n_true``; empty when
+        of the diameter): ``precision``, ``recall``, ``f1``, ``n_picked``, ``n_true``,
+        ``n_matched`` (:func:`~cryowarp.preprocess.picking.metrics.pooled_summary`); empty when
         no item was picked.
     resolution_half_maps_a:
         FSC(half 1, half 2) = 0.143, unmasked (Å).
@@ -213,7 +214,7 @@ def run_demo(
     picking = _score_picks(project, found.sources, truths, settings.particle_diameter_a)
     if picking:
         log(
-            f"picking: BoxNet found {picking['n_picks']:.0f} particles of {picking['n_true']:.0f}"
+            f"picking: BoxNet found {picking['n_picked']:.0f} particles of {picking['n_true']:.0f}"
             f" (precision {picking['precision']:.2f}, recall {picking['recall']:.2f}, "
             f"F1 {picking['f1']:.2f} against the true centres)"
         )
@@ -388,27 +389,18 @@ def _score_picks(
     """Precision, recall and F1 of the project's BoxNet picks against every true particle."""
     picks, _ = project_picks(project, [s.name for s in sources])
     by_name = {t.movie_path.stem: t for t in truths}
-    matched = n_picks = n_true = 0
-    for name, particle_set in picks.items():
-        if name not in by_name:
-            continue
-        true_a = by_name[name].particles.positions_a[:, :2]
-        match = match_picks(particle_set.positions_a, true_a, diameter_a=diameter_a)
-        matched += match.n_matched
-        n_picks += len(particle_set)
-        n_true += int(true_a.shape[0])
-    if n_true == 0:
+    matches = [
+        match_picks(
+            particle_set.positions_a,
+            by_name[name].particles.positions_a[:, :2],
+            diameter_a=diameter_a,
+        )
+        for name, particle_set in picks.items()
+        if name in by_name
+    ]
+    if not matches:
         return {}
-    precision = matched / n_picks if n_picks else 0.0
-    recall = matched / n_true
-    f1 = 2 * precision * recall / (precision + recall) if matched else 0.0
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "n_picks": float(n_picks),
-        "n_true": float(n_true),
-    }
+    return {key: float(value) for key, value in pooled_summary(matches).items()}
 
 
 def _truth_picks(truths: list[FrameSeriesTruth]) -> dict[str, ParticleSet]:

@@ -93,7 +93,12 @@ def run_display_step(context: StepContext) -> StepOutput:
     if model_path is not None:
         stat = model_path.stat()
         model = _load_model(str(model_path), stat.st_size, stat.st_mtime_ns)
-        if paths.odd is not None and paths.even is not None and paths.odd.is_file():
+        if (
+            paths.odd is not None
+            and paths.even is not None
+            and paths.odd.is_file()
+            and paths.even.is_file()
+        ):
             odd, _ = _read(paths.odd)
             even, _ = _read(paths.even)
     images = display_images(

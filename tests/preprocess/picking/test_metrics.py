@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from cryowarp.errors import DimensionMismatchError, InvalidValuesError
-from cryowarp.preprocess.picking.metrics import mask_iou, match_picks, precision_recall_curve
+from cryowarp.preprocess.picking.metrics import (
+    mask_iou,
+    match_picks,
+    pick_rates,
+    pooled_summary,
+    precision_recall_curve,
+)
 
 
 def test_known_answer_counts_and_rates() -> None:
@@ -111,3 +117,21 @@ def test_precision_recall_curve_known_answer() -> None:
     direct = match_picks(picks[np.array(scores) >= 0.5], truth, diameter_a=50.0)
     assert direct.f1 == pytest.approx(f1)
     assert precision_recall_curve([], [], n_true=3).best()[3] == 0.0
+
+
+def test_pooled_rates_sum_the_counts_of_every_micrograph() -> None:
+    first = match_picks([[0.0, 0.0], [100.0, 0.0]], [[0.0, 0.0]], diameter_a=50.0)  # 1 of 2
+    second = match_picks([[0.0, 0.0]], [[0.0, 0.0], [300.0, 0.0], [600.0, 0.0]], diameter_a=50.0)
+    pooled = pooled_summary([first, second])
+    assert (pooled["n_matched"], pooled["n_picked"], pooled["n_true"]) == (2, 3, 4)
+    assert pooled["precision"] == pytest.approx(2 / 3)
+    assert pooled["recall"] == pytest.approx(2 / 4)
+    assert pooled["f1"] == pytest.approx(2 * 2 / 7)
+    assert pick_rates(0, 0, 0) == {
+        "n_picked": 0,
+        "n_true": 0,
+        "n_matched": 0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+    }

@@ -11,6 +11,7 @@ one frame (docs/conventions.md §1); the docs page is docs/picking_baselines.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,8 @@ __all__ = [
     "PrecisionRecallCurve",
     "mask_iou",
     "match_picks",
+    "pick_rates",
+    "pooled_summary",
     "precision_recall_curve",
 ]
 
@@ -71,18 +74,17 @@ class PickMatch:
     @property
     def precision(self) -> float:
         """Matched picks / picks; 1.0 when nothing was picked (no pick is wrong)."""
-        return self.n_matched / self.n_picked if self.n_picked else 1.0
+        return float(pick_rates(self.n_matched, self.n_picked, self.n_true)["precision"])
 
     @property
     def recall(self) -> float:
         """Matched true particles / true particles; 1.0 when there are none."""
-        return self.n_matched / self.n_true if self.n_true else 1.0
+        return float(pick_rates(self.n_matched, self.n_picked, self.n_true)["recall"])
 
     @property
     def f1(self) -> float:
         """``2·TP / (picks + true)``; 1.0 when both are empty, 0.0 when only one is."""
-        total = self.n_picked + self.n_true
-        return 2 * self.n_matched / total if total else 1.0
+        return float(pick_rates(self.n_matched, self.n_picked, self.n_true)["f1"])
 
     def matched_picks(self) -> npt.NDArray[np.bool_]:
         """``(n_picked,)`` True for the picks that match a true particle."""
@@ -101,6 +103,31 @@ class PickMatch:
             "f1": self.f1,
             "mean_distance_a": float(self.distances_a.mean()) if self.n_matched else 0.0,
         }
+
+
+def pick_rates(n_matched: int, n_picked: int, n_true: int) -> dict[str, float | int]:
+    """Counts and precision, recall, F1 (``2·TP / (picks + true)``) of match counts; an empty
+    set of picks has precision 1, an empty truth recall 1, both empty F1 1."""
+    total = n_picked + n_true
+    return {
+        "n_picked": n_picked,
+        "n_true": n_true,
+        "n_matched": n_matched,
+        "precision": n_matched / n_picked if n_picked else 1.0,
+        "recall": n_matched / n_true if n_true else 1.0,
+        "f1": 2 * n_matched / total if total else 1.0,
+    }
+
+
+def pooled_summary(matches: Iterable[PickMatch]) -> dict[str, float | int]:
+    """:func:`pick_rates` of several micrographs together: picks, true particles and matches
+    summed first (each micrograph weighs by its particles, not equally)."""
+    items = list(matches)
+    return pick_rates(
+        sum(m.n_matched for m in items),
+        sum(m.n_picked for m in items),
+        sum(m.n_true for m in items),
+    )
 
 
 def _positions(values: _ArrayLike, what: str) -> _FloatArray:
