@@ -31,7 +31,7 @@ from cryowarp.pipeline.project import Project, init_project, open_project, save_
 from cryowarp.pipeline.runner import RunSummary, _in_flight_limit, run_item, run_project
 from cryowarp.pipeline.settings import ProjectSettings, set_setting
 from cryowarp.pipeline.status import format_status, project_status
-from cryowarp.pipeline.steps import settings_hashes
+from cryowarp.pipeline.steps import ctf_output_paths, settings_hashes
 from cryowarp.preprocess.ctf.result import CtfResult
 from cryowarp.preprocess.denoise.display import display_file_names
 from cryowarp.simulate.ground_truth import load_ground_truth
@@ -147,8 +147,9 @@ def test_a_run_processes_every_item_and_a_rerun_redoes_nothing(
         motion = json.loads((project.folder / f"motion/movie_{index:03d}.json").read_text())
         assert motion["movie"] == str(processed[0] / "inputs" / f"movie_{index:03d}.mrc")
     before = _mtimes(project.folder)
-    # average, odd, even, json, star, png, ctf json + png, 5 picking files, 4 display views
-    assert len(before) == N_MOVIES * 17
+    # average, odd, even, json, star, png, ctf json + png + 2 spectrum files, 5 picking files,
+    # 4 display views
+    assert len(before) == N_MOVIES * 19
     n_events = len(EventLog.read(project.events_path))
     again = _run(project)
     assert again.outcomes == ()
@@ -172,8 +173,7 @@ def test_changing_a_ctf_setting_reruns_ctf_only(
         name
         for i in range(N_MOVIES)
         for name in (
-            f"ctf/movie_{i:03d}_ctf.json",
-            f"ctf/movie_{i:03d}_ctf.png",
+            *ctf_output_paths(f"movie_{i:03d}").values(),
             *picking_output_paths(f"movie_{i:03d}").values(),
             *display_file_names(f"movie_{i:03d}", denoised=True).values(),
         )
@@ -418,7 +418,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_redoes_nothing(
     assert _run_in_child(folder) == 0
     uninterrupted_s = time.monotonic() - started
     reference = {name: _comparable(path, folder) for name, path in _outputs(folder).items()}
-    assert len(reference) == N_MOVIES * 17
+    assert len(reference) == N_MOVIES * 19
     shutil.rmtree(folder)
     init_project(folder, settings)
 

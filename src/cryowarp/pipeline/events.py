@@ -38,7 +38,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,13 @@ try:  # Unix only; elsewhere appends rely on O_APPEND alone
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["RESERVED_FIELDS", "EventLog", "latency_summary", "throughput_per_hour"]
+__all__ = [
+    "RESERVED_FIELDS",
+    "EventLog",
+    "latency_summary",
+    "latest_productive_run",
+    "throughput_per_hour",
+]
 
 RESERVED_FIELDS = frozenset({"time", "pid", "kind"})
 
@@ -196,3 +202,13 @@ def throughput_per_hour(
         return n * 3600.0 / window_s
     span_s = max(done) - min(times)
     return len(done) * 3600.0 / span_s if span_s > 0 else 0.0
+
+
+def latest_productive_run(events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The events from the last ``run_started`` after which an item was done."""
+    starts = [i for i, e in enumerate(events) if e.get("kind") == "run_started"] or [0]
+    for begin, end in reversed(list(zip(starts, [*starts[1:], len(events)], strict=True))):
+        window = list(events[begin:end])
+        if any(e.get("kind") == "item_done" for e in window):
+            return window
+    return []

@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 
 from cryowarp.pipeline.discovery import read_records
-from cryowarp.pipeline.events import EventLog, latency_summary, throughput_per_hour
+from cryowarp.pipeline.events import (
+    EventLog,
+    latency_summary,
+    latest_productive_run,
+    throughput_per_hour,
+)
 from cryowarp.pipeline.items import ItemRecord
 from cryowarp.pipeline.project import Project
 from cryowarp.pipeline.runner import item_state
@@ -110,21 +115,11 @@ def project_status(project: Project) -> ProjectStatus:
         items=items,
         steps=steps,
         failures=tuple(failures),
-        throughput_movies_per_hour=throughput_per_hour(_latest_productive_run(events)),
+        throughput_movies_per_hour=throughput_per_hour(latest_productive_run(events)),
         latency_s=latency_summary(events),
         seconds_per_step=_seconds_per_step(records),
         quality=_quality(records),
     )
-
-
-def _latest_productive_run(events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The events from the last ``run_started`` after which an item was done."""
-    starts = [i for i, e in enumerate(events) if e.get("kind") == "run_started"] or [0]
-    for begin, end in reversed(list(zip(starts, [*starts[1:], len(events)], strict=True))):
-        window = list(events[begin:end])
-        if any(e.get("kind") == "item_done" for e in window):
-            return window
-    return []
 
 
 def _seconds_per_step(records: Sequence[ItemRecord]) -> dict[str, float]:

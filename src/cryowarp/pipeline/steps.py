@@ -39,6 +39,7 @@ from cryowarp.pipeline.picking_step import picking_outputs, picking_settings, ru
 from cryowarp.pipeline.project import Project
 from cryowarp.preprocess.ctf.estimate import estimate_ctf
 from cryowarp.preprocess.ctf.plot import write_ctf_png
+from cryowarp.preprocess.ctf.spectrum_files import write_spectrum_files
 from cryowarp.preprocess.motion import correct_movie, motion_output_paths
 from cryowarp.preprocess.motion.frames import load_movie
 
@@ -112,8 +113,15 @@ def _ctf_settings(project: Project) -> Mapping[str, Any]:
 
 
 def ctf_output_paths(name: str) -> dict[str, str]:
-    """The CTF outputs of item ``name`` relative to the project: ``json`` and ``png``."""
-    return {"json": f"ctf/{name}_ctf.json", "png": f"ctf/{name}_ctf.png"}
+    """The CTF outputs of item ``name`` relative to the project: ``json``, ``png`` and the
+    spectra for viewers ``spectrum_json``, ``spectrum_png``
+    (:mod:`~cryowarp.preprocess.ctf.spectrum_files`)."""
+    return {
+        "json": f"ctf/{name}_ctf.json",
+        "png": f"ctf/{name}_ctf.png",
+        "spectrum_json": f"ctf/{name}_ctf_spectrum.json",
+        "spectrum_png": f"ctf/{name}_ctf_spectrum.png",
+    }
 
 
 def run_ctf_step(context: StepContext) -> StepOutput:
@@ -151,7 +159,12 @@ def run_ctf_step(context: StepContext) -> StepOutput:
     files = {"json": paths["json"]}
     if not result.failed and result.diagnostics is not None:
         write_ctf_png(result, context.staging / paths["png"], title=context.name)
-        files["png"] = paths["png"]
+        write_spectrum_files(
+            result,
+            json_path=context.staging / paths["spectrum_json"],
+            png_path=context.staging / paths["spectrum_png"],
+        )
+        files.update({key: paths[key] for key in ("png", "spectrum_json", "spectrum_png")})
     results: dict[str, Scalar] = {
         "defocus_um": finite_or_none(result.defocus_um),
         "defocus_u_um": finite_or_none(result.defocus_u_um),

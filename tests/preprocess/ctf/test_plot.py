@@ -132,3 +132,42 @@ def test_figure_axes_and_failed_results() -> None:
     )
     with pytest.raises(InvalidValuesError, match="no Thon rings"):
         ctf_figure(failed)
+
+
+def test_spectrum_files_round_trip_and_split_png(tmp_path: Path) -> None:
+    """The viewer files: the 1-D curves read back to 1e-6, the PNG is the split image flipped
+    to +y up (left: spectrum, right: model), 8-bit over ±2.5 σ; a failed fit writes none."""
+    from PIL import Image
+
+    from cryowarp.errors import CorruptFileError
+    from cryowarp.preprocess.ctf.spectrum_files import read_spectrum_curves, write_spectrum_files
+
+    result = _result_with_diagnostics()
+    json_path, png_path = tmp_path / "m_ctf_spectrum.json", tmp_path / "m_ctf_spectrum.png"
+    write_spectrum_files(result, json_path=json_path, png_path=png_path)
+    curves = read_spectrum_curves(json_path)
+    diag = result.diagnostics
+    assert diag is not None
+    for key, tensor in (
+        ("frequencies_per_a", diag.frequencies_per_a),
+        ("simulated", diag.simulated_1d),
+        ("correlation", diag.correlation_1d),
+    ):
+        assert np.allclose(curves[key], tensor.numpy(), atol=1e-6)  # fmt: skip
+    assert curves["fit_range_per_a"] == list(FIT_RANGE)
+    assert curves["resolution_a"] == 4.1
+    pixels = np.asarray(Image.open(png_path)).astype(np.float64)
+    expected = split_spectrum_image(
+        diag.spectrum_2d, diag.simulated_2d, pixel_size_a=PIXEL_A, fit_range_per_a=FIT_RANGE
+    ).numpy()[::-1]
+    assert pixels.shape == (SIZE, SIZE)
+    assert np.abs(pixels - ((expected + 2.5) / 5 * 255)).max() <= 0.51
+    with pytest.raises(InvalidValuesError, match="failed"):
+        write_spectrum_files(
+            CtfResult.failure("no rings", pixel_size_a=1.0, voltage_kv=300.0, cs_mm=2.7,
+                              amplitude_contrast=0.07),
+            json_path=tmp_path / "f.json", png_path=tmp_path / "f.png",
+        )  # fmt: skip
+    json_path.write_text('{"format": "other"}')
+    with pytest.raises(CorruptFileError, match="not a CTF spectrum file"):
+        read_spectrum_curves(json_path)

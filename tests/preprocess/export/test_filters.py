@@ -18,9 +18,11 @@ from cryowarp.preprocess.export.filters import (
     ExportFilters,
     FilterDecision,
     apply_filters,
+    decide_filters,
     item_name,
     latest_particles,
     read_name_list,
+    source_values,
 )
 from cryowarp.preprocess.export.sources import MicrographSource
 
@@ -184,6 +186,27 @@ def test_include_and_exclude() -> None:
     decision = apply_filters(sources, ExportFilters(include=("m1",), exclude=("m2",)))
     assert decision[1].reasons == ("not in the include list", "in the exclude list")
     assert decision[2].reasons == ("not in the include list",)
+
+
+def test_force_include_overrides_quality_criteria_not_the_lists() -> None:
+    """The dashboard's manual include: the item passes a failed criterion (and a failed CTF
+    fit), but the exclude and include lists still apply; the figures-only path
+    (decide_filters, used by the dashboard) decides exactly as apply_filters."""
+    sources = [_source("good"), _source("far", ctf=_ctf(4.2, 3.8)), _source("dud", ctf=_FAILED)]
+    strict = {"defocus_max_um": 3.0}
+
+    def accepted(**f: Any) -> list[str]:
+        return [d.name for d in apply_filters(sources, ExportFilters(**strict, **f)) if d.accepted]
+
+    assert accepted() == ["good"]
+    assert accepted(force_include=("far", "dud")) == ["good", "far", "dud"]
+    assert accepted(force_include=("far",), exclude=("far",)) == ["good"]
+    assert accepted(force_include=("far",), include=("good",)) == ["good"]
+    filters = ExportFilters(defocus_max_um=3.0, ctf_resolution_max_a=5.0, force_include=("far",))
+    values = [source_values(s, particles=7) for s in sources]
+    assert decide_filters(values, filters) == apply_filters(
+        sources, filters, particle_counts={s.name: 7 for s in sources}
+    )
 
 
 def test_settings_are_validated_and_round_trip() -> None:

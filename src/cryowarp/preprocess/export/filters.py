@@ -27,10 +27,13 @@ from cryowarp.preprocess.export.sources import MicrographSource
 __all__ = [
     "ExportFilters",
     "FilterDecision",
+    "FilterValues",
     "apply_filters",
+    "decide_filters",
     "item_name",
     "latest_particles",
     "read_name_list",
+    "source_values",
 ]
 
 _CTF_OUTPUTS = ("_ctf.json", "_ctf.png")  # the per-item outputs of CTF estimation
@@ -83,6 +86,11 @@ class ExportFilters(BaseModel):
     exclude: tuple[str, ...] = Field(
         default=(), description="These items never pass (names or file names; wins over include)."
     )
+    force_include: tuple[str, ...] = Field(
+        default=(),
+        description="These items pass whatever the quality criteria say (the dashboard's "
+        "manual include; the include and exclude lists still apply).",
+    )
     reject_failed_ctf: bool = Field(default=True, description="Reject items whose CTF fit failed.")
 
     @model_validator(mode="after")
@@ -107,6 +115,43 @@ class FilterDecision:
     reasons: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class FilterValues:
+    """The figures of one item that the filters judge (``None``: not known).
+
+    ``ctf_failed`` is ``None`` when the item has no CTF estimate; the CTF figures are ignored
+    when it is true. Units as in :class:`ExportFilters`.
+    """
+
+    name: str
+    ctf_failed: bool | None = None
+    ctf_failure_reason: str | None = None
+    defocus_um: float | None = None
+    astigmatism_um: float | None = None
+    ctf_resolution_a: float | None = None
+    total_drift_a: float | None = None
+    early_motion_a_per_frame: float | None = None
+    particles: int | None = None
+    masked_fraction: float | None = None
+
+
+def source_values(source: MicrographSource, particles: int | None = None) -> FilterValues:
+    """The :class:`FilterValues` of a micrograph (``particles``: its particle count, if known)."""
+    ctf = source.ctf
+    return FilterValues(
+        name=source.name,
+        ctf_failed=None if ctf is None else ctf.failed,
+        ctf_failure_reason=None if ctf is None else ctf.failure_reason,
+        defocus_um=None if ctf is None else ctf.defocus_um,
+        astigmatism_um=None if ctf is None else abs(ctf.astigmatism_um),
+        ctf_resolution_a=None if ctf is None else ctf.resolution_a,
+        total_drift_a=source.motion_summary.get("total_drift_a"),
+        early_motion_a_per_frame=source.motion_summary.get("early_motion_a_per_frame"),
+        particles=particles,
+        masked_fraction=source.masked_fraction,
+    )
+
+
 def apply_filters(
     sources: Sequence[MicrographSource],
     filters: ExportFilters,
@@ -125,22 +170,33 @@ def apply_filters(
         Particles per item name, needed only by ``particles_min``/``particles_max``; an item
         without a count is rejected by them.
     """
+    counts = particle_counts or {}
+    return decide_filters([source_values(s, counts.get(s.name)) for s in sources], filters)
+
+
+def decide_filters(values: Sequence[FilterValues], filters: ExportFilters) -> list[FilterDecision]:
+    """Decide for every item's figures (in the given order) whether it passes ``filters``
+    (what :func:`apply_filters` does for micrographs; the dashboard calls it on the figures in
+    the item records)."""
     include = None if filters.include is None else {item_name(n) for n in filters.include}
     exclude = {item_name(n) for n in filters.exclude}
+    forced = {item_name(n) for n in filters.force_include}
     decisions = []
-    for source in sources:
-        reasons = _ctf_reasons(source, filters) + _motion_reasons(source, filters)
-        reasons += _particle_reasons(source.name, filters, particle_counts)
-        if filters.masked_fraction_max is not None:
-            reasons += _above(
-                "masked fraction", source.masked_fraction, filters.masked_fraction_max, "",
-                missing="no masked fraction",
-            )  # fmt: skip
-        if include is not None and source.name not in include:
+    for item in values:
+        reasons: list[str] = []
+        if item.name not in forced:
+            reasons = _ctf_reasons(item, filters) + _motion_reasons(item, filters)
+            reasons += _particle_reasons(item, filters)
+            if filters.masked_fraction_max is not None:
+                reasons += _above(
+                    "masked fraction", item.masked_fraction, filters.masked_fraction_max, "",
+                    missing="no masked fraction",
+                )  # fmt: skip
+        if include is not None and item.name not in include:
             reasons.append("not in the include list")
-        if source.name in exclude:
+        if item.name in exclude:
             reasons.append("in the exclude list")
-        decisions.append(FilterDecision(source.name, not reasons, tuple(reasons)))
+        decisions.append(FilterDecision(item.name, not reasons, tuple(reasons)))
     return decisions
 
 
@@ -205,60 +261,51 @@ def item_name(text: str) -> str:
 # -- criteria --------------------------------------------------------------------------------
 
 
-def _ctf_reasons(source: MicrographSource, filters: ExportFilters) -> list[str]:
-    ctf = source.ctf
-    if ctf is not None and ctf.failed:
-        if filters.reject_failed_ctf:
-            return [f"CTF fit failed ({ctf.failure_reason or 'no reason given'})"]
-        ctf = None  # its values are NaN: the criteria below cannot be evaluated
-    values = (
-        {}
-        if ctf is None
-        else {
-            "defocus": ctf.defocus_um,
-            "astigmatism": abs(ctf.astigmatism_um),
-            "CTF resolution": ctf.resolution_a,
-        }
-    )
+def _ctf_reasons(item: FilterValues, filters: ExportFilters) -> list[str]:
+    failed = item.ctf_failed
+    if failed and filters.reject_failed_ctf:
+        return [f"CTF fit failed ({item.ctf_failure_reason or 'no reason given'})"]
+    usable = failed is False  # a failed fit's values are NaN: the criteria cannot be evaluated
+    values = {
+        "defocus": item.defocus_um,
+        "astigmatism": item.astigmatism_um,
+        "CTF resolution": item.ctf_resolution_a,
+    }
     checks = (
         ("defocus", filters.defocus_min_um, filters.defocus_max_um, " µm"),
         ("astigmatism", None, filters.astigmatism_max_um, " µm"),
         ("CTF resolution", None, filters.ctf_resolution_max_a, " Å"),
     )
-    missing = "no CTF estimate" if source.ctf is None else "no CTF estimate (the fit failed)"
+    missing = "no CTF estimate" if failed is None else "no CTF estimate (the fit failed)"
     reasons: list[str] = []
     for label, low, high, unit in checks:
         if low is None and high is None:
             continue
-        value = values.get(label)
+        value = values[label] if usable else None
         if value is None or math.isnan(value):
-            reasons.append(missing if ctf is None else f"no {label} in the CTF estimate")
+            reasons.append(missing if not usable else f"no {label} in the CTF estimate")
             continue
         reasons += _below(label, value, low, unit) + _above(label, value, high, unit)
     return reasons
 
 
-def _motion_reasons(source: MicrographSource, filters: ExportFilters) -> list[str]:
+def _motion_reasons(item: FilterValues, filters: ExportFilters) -> list[str]:
     checks = (
-        ("total drift", "total_drift_a", filters.total_drift_max_a, " Å"),
-        ("early motion", "early_motion_a_per_frame", filters.early_motion_max_a_per_frame,
+        ("total drift", item.total_drift_a, filters.total_drift_max_a, " Å"),
+        ("early motion", item.early_motion_a_per_frame, filters.early_motion_max_a_per_frame,
          " Å/frame"),
     )  # fmt: skip
     reasons: list[str] = []
-    for label, key, limit, unit in checks:
+    for label, value, limit, unit in checks:
         if limit is not None:
-            reasons += _above(
-                label, source.motion_summary.get(key), limit, unit, missing="no motion estimate"
-            )
+            reasons += _above(label, value, limit, unit, missing="no motion estimate")
     return reasons
 
 
-def _particle_reasons(
-    name: str, filters: ExportFilters, counts: Mapping[str, int] | None
-) -> list[str]:
+def _particle_reasons(item: FilterValues, filters: ExportFilters) -> list[str]:
     if filters.particles_min is None and filters.particles_max is None:
         return []
-    count = None if counts is None else counts.get(name)
+    count = item.particles
     if count is None:
         return ["no particle count"]
     return _below("particles", count, filters.particles_min, "") + _above(
