@@ -9,6 +9,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
+# Debian's chromium for the dashboard's end-to-end tests (tests/web; Playwright drives it, it
+# never downloads a browser). Installed when missing and this is a root shell with apt-get;
+# elsewhere those tests skip and say why. CRYOWARP_NO_BROWSER=1 leaves it out.
+if [ -z "${CRYOWARP_NO_BROWSER:-}" ] && ! command -v chromium >/dev/null 2>&1 \
+    && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    echo "[install] installing Debian's chromium for the dashboard browser tests"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null 2>&1 \
+             && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; then
+        echo "[install] warning: chromium could not be installed; the browser tests will skip" >&2
+    fi
+fi
+
 stamp=.install-stamp
 want=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c "import cryowarp, torch" 2>/dev/null; then

@@ -10,6 +10,7 @@ import typer
 from cryowarp import __version__
 from cryowarp.cli.boxnet import boxnet_app
 from cryowarp.cli.ctf import ctf_app
+from cryowarp.cli.dashboard import dashboard
 from cryowarp.cli.demo import demo
 from cryowarp.cli.denoise import denoise_app
 from cryowarp.cli.export import export_app
@@ -55,4 +56,5 @@ app.command("reconstruct")(reconstruct)
 app.command("init")(init)
 app.command("run")(run)
 app.command("status")(status)
+app.command("dashboard")(dashboard)
 app.add_typer(settings_app, name="settings")
