@@ -18,6 +18,7 @@ from cryowarp.io.eman_box import BoxCoordinates, write_box
 from cryowarp.io.mrc import read_mrc_header
 from cryowarp.io.relion import read_micrographs, read_particles
 from cryowarp.io.relion_validate import check_relion_star
+from cryowarp.pipeline.events import EventLog
 from cryowarp.pipeline.executors import SerialExecutor
 from cryowarp.pipeline.export import export_defaults, project_sources, with_overrides
 from cryowarp.pipeline.project import (
@@ -160,6 +161,15 @@ def test_export_on_a_project_takes_its_settings_as_defaults(
     assert "excluded movie_000: in the exclude list" in output
     _, micrographs = read_micrographs(tmp_path / "c" / "micrographs_ctf.star")
     assert [Path(n).stem for n in micrographs.frame["rlnMicrographName"]] == ["movie_001"]
+    exports = [
+        e for e in EventLog.read(project.events_path) if e["kind"] == "export_finished"
+    ]  # what the dashboard counts as exported
+    assert [(e["what"], e["n_micrographs"], e.get("n_particles")) for e in exports] == [
+        ("particles", 2, len(read_particles(tmp_path / "a" / "particles.star")[1].frame)),
+        ("particles", 1, len(table.frame)),
+        ("micrographs", 1, None),
+    ]
+    assert exports[-1]["out"] == str((tmp_path / "c").resolve())
 
     # Items not done are left out and said so; --ctf-dir does not apply to a project.
     _change(project, "filters.exclude", "[]")

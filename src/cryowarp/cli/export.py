@@ -29,6 +29,7 @@ from rich.console import Console
 from cryowarp.cli._common import expand_patterns, parse_device
 from cryowarp.errors import CryowarpError, CryowarpInputError
 from cryowarp.io.relion import read_particles, write_particles
+from cryowarp.pipeline.events import EventLog
 from cryowarp.pipeline.export import (
     export_defaults,
     is_project,
@@ -234,6 +235,7 @@ def micrographs(
         f"{result.n_micrographs} of {len(sources)} micrographs → {result.ctf_star}, "
         f"{result.corrected_star}"
     )
+    _log_export(folder, "micrographs", out, n_micrographs=result.n_micrographs)
 
 
 @export_app.command("particles")
@@ -381,8 +383,24 @@ def particles(
         f"{result.n_particles} particles from {len(result.counts)} micrographs "
         f"({len(result.reused)} kept from an earlier run) → {result.star}"
     )
+    _log_export(
+        folder,
+        "particles",
+        out,
+        n_micrographs=len(result.counts),
+        n_particles=result.n_particles,
+        n_failed=len(result.failures),
+    )
     if result.failures:
         raise typer.Exit(1)
+
+
+def _log_export(folder: Path, what: str, out: Path, **counts: int) -> None:
+    """On a project, an ``export_finished`` event (the dashboard's exported count)."""
+    if is_project(folder):
+        EventLog(open_project(folder).events_path).append(
+            "export_finished", what=what, out=str(out.resolve()), **counts
+        )
 
 
 def _particle_sets(

@@ -19,6 +19,8 @@ kind                          fields
 ``item_quarantined``          ``item``, ``reason``
 ``item_done``                 ``item``, ``latency_s`` (= done time − ``complete_at`` of its file)
 ``memory_warning``            ``task_bytes``, ``budget_bytes``, ``device``, ``n_workers``
+``export_finished``           ``what`` (micrographs, particles), ``out``, ``n_micrographs``,
+                              ``n_particles``, ``n_failed`` (``cryowarp export`` on a project)
 ============================  ================================================================
 
 Concurrency: :meth:`EventLog.append` opens the file with ``O_APPEND``, takes an exclusive
