@@ -65,7 +65,7 @@ def test_the_demo_runs_end_to_end_and_matches_the_truth(tmp_path: Path) -> None:
     text = format_summary(result)
     assert "items done                         2 of 2" in text
     assert f"cryowarp status {paths['project']}" in text
-    assert "`cryowarp dashboard` (not available yet)" in text
+    assert f"cryowarp dashboard {paths['project']}" in text
     assert any("true centres and orientations are the picks" in line for line in lines)
 
     # A second run with the same settings reuses the movies and every finished step.

@@ -110,7 +110,7 @@ def format_summary(result: DemoResult) -> str:
         f"  cryowarp export particles {project} --out {out / 'boxnet_particles'}   "
         "# BoxNet's picks",
         f"  cryowarp reconstruct {paths['particles_star']} --out {out / 'reconstruction_again'}",
-        "  the dashboard comes later with `cryowarp dashboard` (not available yet)",
+        f"  cryowarp dashboard {project}   # live plots, filters and item views in a browser",
     ]
     return "\n".join(lines)
 
