@@ -408,3 +408,12 @@ def test_the_real_fit_recovers_the_simulated_motion(movie: Path, tmp_path: Path)
         dim=-1
     )
     assert float(track_error.max()) < 2.0  # Å, 1.3 px, at 1 e⁻/Å² per frame on 128²
+
+
+def test_a_local_grid_with_one_temporal_node_is_refused_with_the_reason() -> None:
+    """Frame 0 holds the local grid at zero, so (X, Y, 1) could fit nothing (it used to fail
+    deep inside the fit with an einsum shape error)."""
+    with pytest.raises(ValueError, match="one temporal node"):
+        MotionSettings(local_grid=(2, 2, 1))
+    assert not MotionSettings(local_grid=(1, 1, 1)).local_motion
+    assert MotionSettings(local_grid=(2, 2, 2)).local_motion

@@ -166,6 +166,12 @@ class MotionSettings(BaseModel):
             )
         if min(self.local_grid) < 1:
             raise ValueError(f"local_grid needs ≥ 1 node per axis, got {self.local_grid}")
+        if self.local_motion and self.local_grid[2] < 2:
+            raise ValueError(
+                f"local_grid {tuple(self.local_grid)} has one temporal node, which is held at "
+                "zero (frame 0 is the reference), so no local motion could be fitted; use at "
+                "least 2 temporal nodes, or (1, 1, 1) to turn local motion off"
+            )
         return self
 
     @property
