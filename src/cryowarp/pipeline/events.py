@@ -131,20 +131,38 @@ class EventLog:
         A line that is not a JSON object (the last line of a writer that crashed) is skipped.
         """
         try:
-            data = Path(path).read_bytes()
+            return _parse_events(Path(path).read_bytes())
         except FileNotFoundError:
             return []
-        events: list[dict[str, Any]] = []
-        for raw in data.split(b"\n"):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(record, dict) and "kind" in record:
-                events.append(record)
-        return events
+
+    @staticmethod
+    def read_from(path: str | Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """The events on the whole lines from byte ``offset`` of ``path`` on (a last line without
+        its newline may still be being written: it is left for later) and the offset to go on
+        from next time, for readers that follow the log (the dashboard). ``([], 0)`` when the
+        file does not exist."""
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return [], 0
+        end = data.rfind(b"\n") + 1
+        return _parse_events(data[:end]), offset + end
+
+
+def _parse_events(data: bytes) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(record, dict) and "kind" in record:
+            events.append(record)
+    return events
 
 
 def _done_events(events: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

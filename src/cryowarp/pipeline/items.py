@@ -144,11 +144,12 @@ def read_item_record(path: str | os.PathLike[str]) -> ItemRecord:
     """
     file = require_file(path)
     try:
-        return ItemRecord.model_validate(json.loads(file.read_text(encoding="utf-8")))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CorruptFileError(file, f"not a JSON item record ({error})") from error
+        return ItemRecord.model_validate_json(file.read_bytes())  # parsed and checked at once
     except ValidationError as error:
-        raise CorruptFileError(file, f"not a valid item record: {error.errors()[0]}") from error
+        first = error.errors()[0]
+        if first["type"] == "json_invalid":
+            raise CorruptFileError(file, f"not a JSON item record ({first['msg']})") from error
+        raise CorruptFileError(file, f"not a valid item record: {first}") from error
 
 
 def write_item_record(path: str | os.PathLike[str], record: ItemRecord) -> None:

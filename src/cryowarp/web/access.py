@@ -9,13 +9,18 @@ token: ``Authorization: Bearer <token>``, the ``cryowarp_token`` cookie, or ``?t
 from __future__ import annotations
 
 import ipaddress
+import json
 import secrets
 from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "COOKIE_NAME",
     "MAX_BODY_BYTES",
     "AccessPolicy",
+    "BodyLimit",
     "is_loopback",
     "new_token",
 ]
@@ -78,3 +83,58 @@ class AccessPolicy:
         return any(
             c is not None and secrets.compare_digest(c.encode(), expected) for c in candidates
         )
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than ``limit_bytes`` is answered 413 before the
+    application sees it, whether it came with a ``Content-Length`` or in chunks."""
+
+    def __init__(self, app: ASGIApp, *, limit_bytes: int) -> None:
+        self.app = app
+        self.limit_bytes = limit_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        total, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.limit_bytes:
+                await _send_json(
+                    send, 413, f"request bodies are limited to {self.limit_bytes} bytes"
+                )
+                return
+            chunks.append(chunk)
+            more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _send_json(send: Send, status: int, message: str) -> None:
+    payload: Any = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cryowarp.errors import CryowarpInputError
-from cryowarp.web.access import COOKIE_NAME, MAX_BODY_BYTES, AccessPolicy
+from cryowarp.web.access import COOKIE_NAME, MAX_BODY_BYTES, AccessPolicy, BodyLimit
 from cryowarp.web.item_view import (
     IMAGE_KINDS,
     NAME_PATTERN,
@@ -59,9 +59,9 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 class FilterRanges(BaseModel):
-    """Body of ``PUT /api/filters``: the bounds to set (``null`` clears one)."""
+    """Body of ``PUT /api/filters``: the bounds to set (``null`` clears one; finite numbers)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     defocus_min_um: float | None = Field(default=None, description="µm")
     defocus_max_um: float | None = Field(default=None, description="µm")
@@ -156,9 +156,12 @@ def create_app(
     """
     policy = AccessPolicy(host=host, token=token)
     index = ProjectIndex(project_folder, min_interval_s=min_refresh_interval_s)
+    # Index the records now, so that the first page load finds them read (seconds for 5,000).
+    threading.Thread(target=index.refresh, name="cryowarp-index", daemon=True).start()
     averages = _AverageCache()
     overview_cache: dict[str, bytes] = {}
     app = FastAPI(title="cryowarp dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, limit_bytes=MAX_BODY_BYTES)  # also chunked bodies
 
     @app.middleware("http")
     async def _guard(
@@ -172,8 +175,9 @@ def create_app(
         if not policy.token_ok(bearer, request.cookies.get(COOKIE_NAME), query_token):
             return _error(401, "an access token is needed (the URL printed at start has it)")
         length = request.headers.get("content-length")
+        too_large = _error(413, f"request bodies are limited to {MAX_BODY_BYTES} bytes")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _error(413, f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+            return too_large
         response = await call_next(request)
         if policy.token is not None and query_token is not None:
             response.set_cookie(

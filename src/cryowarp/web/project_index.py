@@ -138,6 +138,7 @@ class ProjectIndex:
         self._problems: dict[str, str] = {}
         self._events_key: tuple[int, int, int] | None = None
         self._events: tuple[Mapping[str, Any], ...] = ()
+        self._events_offset = 0
         self._snapshot: IndexSnapshot | None = None
         self._scanned_at = -math.inf
 
@@ -229,15 +230,23 @@ class ProjectIndex:
         return stale
 
     def _reload_events(self) -> None:
+        """Read what was appended to the event log since the last scan (all of it when the
+        file was replaced or shortened)."""
         path = self._project.events_path
         try:
-            key = _file_key(path.stat())
+            stat = path.stat()
         except OSError:
-            self._events_key, self._events = None, ()
+            self._events_key, self._events, self._events_offset = None, (), 0
             return
-        if key != self._events_key:
-            self._events = tuple(EventLog.read(path))
-            self._events_key = key
+        key = _file_key(stat)
+        if key == self._events_key:
+            return
+        same_file = self._events_key is not None and self._events_key[2] == stat.st_ino
+        if not same_file or stat.st_size < self._events_offset:
+            self._events, self._events_offset = (), 0
+        new, self._events_offset = EventLog.read_from(path, self._events_offset)
+        self._events = (*self._events, *new)
+        self._events_key = key
 
     def _publish(self) -> None:
         rows = sorted((row for _, row in self._entries.values()), key=_order)

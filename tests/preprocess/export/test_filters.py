@@ -220,6 +220,8 @@ def test_settings_are_validated_and_round_trip() -> None:
         ExportFilters(defocus_maximum=3.0)  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         ExportFilters(masked_fraction_max=1.5)
+    with pytest.raises(ValidationError, match="finite"):
+        ExportFilters(defocus_max_um=float("nan"))
     for name, field in ExportFilters.model_fields.items():
         assert field.description, name
 

@@ -40,9 +40,10 @@ _CTF_OUTPUTS = ("_ctf.json", "_ctf.png")  # the per-item outputs of CTF estimati
 
 
 class ExportFilters(BaseModel):
-    """Criteria a micrograph must meet to be exported (unset: not checked)."""
+    """Criteria a micrograph must meet to be exported (unset: not checked; limits are finite
+    numbers)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     defocus_min_um: float | None = Field(
         default=None, description="Lowest mean defocus (U+V)/2 in µm (underfocus positive)."

@@ -140,6 +140,7 @@ export function createItemView({ getOverview, refresh, go }) {
       ["resolution", fmt(c.resolution_a, 2, "Å")],
       ["phase shift", fmt(c.phase_shift_deg, 1, "°")],
       ["fit score", fmt(c.fit_score, 3)],
+      ...(c.failed ? [["fit", `<span class="state failed">failed</span> ${escapeHtml(c.reason || "")}`]] : []),
     ] : []);
     const m = item.motion;
     facts("motion-facts", m ? [
@@ -180,7 +181,9 @@ export function createItemView({ getOverview, refresh, go }) {
     const kinds = availableKinds();
     for (const b of $("image-kind").querySelectorAll("button")) b.disabled = !kinds.includes(b.value);
     const [fx, fy] = item.field_size_xy_a || [1, 1];
-    $("micrograph-image").parentElement.style.aspectRatio = `${fx} / ${fy}`;
+    const wrap = $("micrograph-image").parentElement;
+    wrap.style.aspectRatio = `${fx} / ${fy}`;
+    wrap.style.setProperty("--aspect", String(fx / fy));
     setImageKind(defaultKind());
     const spectrumImage = $("spectrum-image");
     if (item.images && item.images.spectrum) {
@@ -256,8 +259,8 @@ export function createItemView({ getOverview, refresh, go }) {
     if (!item) return;
     const answer = await reported(putJson(itemUrl(item.name, "/selection"), { selection }));
     if (!answer || !item || answer.name !== item.name) return;
-    item = { ...item, selection: answer.selection, accepted: answer.accepted,
-      reasons: answer.reason ? [answer.reason] : [] };
+    const reasons = Array.isArray(answer.reasons) ? answer.reasons : answer.reason ? [answer.reason] : [];
+    item = { ...item, selection: answer.selection, accepted: answer.accepted, reasons };
     renderSelection();
     document.body.dataset.selection = `${answer.name}:${answer.selection}`;
     refresh();

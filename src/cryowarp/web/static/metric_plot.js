@@ -1,12 +1,10 @@
 // One overview plot: a metric over all items (x: acquisition order, y: value) with the
 // filter range as a band whose bounds are dragged by `.handle-min` / `.handle-max`.
 
-import {
-  COLORS, FONT, drawAxes, extent, fitCanvas, formatStep, niceTicks, scale,
-} from "./plots.js";
+import { COLORS, drawAxes, extent, fitCanvas, formatStep, niceTicks, scale } from "./plots.js";
 
-const HEIGHT = 168; // CSS px of the canvas
-const MARGIN = { left: 46, right: 10, top: 8, bottom: 22 };
+const HEIGHT = 176; // CSS px of the canvas
+const MARGIN = { left: 46, right: 18, top: 8, bottom: 30 };
 const HANDLE_PX = 8;
 const EDGE_PX = 3; // a bound released this close to the edge of the axis is cleared
 const HIT_PX = 6;
@@ -61,6 +59,7 @@ export class MetricPlot {
       this.handles[which] = handle;
     }
     el.append(head, this.area);
+    el.pointPosition = (i) => this.pointPosition(i); // where item i is drawn (used by tests)
     this.element = el;
 
     this.canvas.addEventListener("pointermove", (event) => this.hover(event));
@@ -125,7 +124,8 @@ export class MetricPlot {
   }
 
   draw() {
-    if (!this.data) return;
+    if (!this.data || !this.area.clientWidth) return; // hidden: drawn when shown
+    const started = performance.now();
     const { ctx, width } = fitCanvas(this.canvas, HEIGHT);
     const L = (this.layout = this.computeLayout(width));
     const { area, x, y } = L;
@@ -157,24 +157,19 @@ export class MetricPlot {
       ctx.fillRect(area.left, yLo, area.right - area.left, area.bottom - yLo);
     }
     this.drawPoints(ctx);
-    ctx.font = FONT;
-    ctx.textAlign = "right";
-    for (const [value, py, label] of [[hi, yHi, "≤"], [lo, yLo, "≥"]]) {
+    ctx.strokeStyle = COLORS.bound;
+    ctx.lineWidth = 1.5;
+    for (const [value, py] of [[hi, yHi], [lo, yLo]]) {
       if (value === null) continue;
-      ctx.strokeStyle = COLORS.bound;
-      ctx.lineWidth = 1.5;
       ctx.beginPath();
       ctx.moveTo(area.left, py);
       ctx.lineTo(area.right, py);
       ctx.stroke();
-      ctx.fillStyle = COLORS.bound;
-      ctx.textBaseline = label === "≤" ? "top" : "bottom";
-      ctx.fillText(`${label} ${this.format(value)}${unitText(m)}`, area.right - 4,
-        label === "≤" ? py + 3 : py - 3);
     }
     ctx.restore();
     this.placeHandles(yLo, yHi);
     this.showRangeText(lo, hi);
+    this.element.dataset.drawMs = (performance.now() - started).toFixed(1);
   }
 
   drawPoints(ctx) {
@@ -242,7 +237,11 @@ export class MetricPlot {
     if (!this.layout || event.button !== 0) return;
     event.preventDefault();
     const handle = this.handles[which];
-    handle.setPointerCapture(event.pointerId);
+    try {
+      handle.setPointerCapture(event.pointerId);
+    } catch {
+      // a synthetic event without an active pointer: the handle's own events still arrive
+    }
     const box = this.area.getBoundingClientRect();
     const { lo, hi } = this.bounds();
     const current = which === "min" ? lo : hi;
@@ -318,6 +317,14 @@ export class MetricPlot {
     if (this.metric.min_key) body[this.metric.min_key] = null;
     if (this.metric.max_key) body[this.metric.max_key] = null;
     this.hooks.commit(body, this);
+  }
+
+  /** Viewport coordinates {x, y} of item `i`'s point, or null when it is not drawn. */
+  pointPosition(i) {
+    const v = this.data && this.layout ? this.data.items[this.metric.key][i] : null;
+    if (v === null || v === undefined) return null;
+    const box = this.canvas.getBoundingClientRect();
+    return { x: box.left + this.layout.x(i), y: box.top + this.layout.y(v) };
   }
 
   /** Index of the item drawn nearest to the pointer (within a few px), or null. */

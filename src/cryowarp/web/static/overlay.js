@@ -13,8 +13,7 @@ const DEFOCUS_ALPHA = 0.45;
  * Returns the number of picks drawn.
  */
 export function drawOverlay(canvas, item, picks, show) {
-  const box = canvas.getBoundingClientRect();
-  const { ctx, width, height } = fitCanvas(canvas, box.height);
+  const { ctx, width, height } = fitCanvas(canvas); // CSS size: that of the image
   if (!item || !item.field_size_xy_a || width < 2 || height < 2) return 0;
   const [fx, fy] = item.field_size_xy_a;
   const sx = width / fx;

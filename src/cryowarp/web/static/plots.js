@@ -52,7 +52,11 @@ export function niceTicks(lo, hi, count = 4) {
 
 /** `value` with as many decimals as a resolution of `step` needs. */
 export function formatStep(value, step) {
-  const decimals = Math.max(0, Math.min(6, -Math.floor(Math.log10(Math.abs(step) || 1) + 1e-9)));
+  let decimals = Math.max(0, -Math.floor(Math.log10(Math.abs(step) || 1) + 1e-9));
+  // 0.25, 0.0025: one more decimal than the power of ten says
+  while (decimals < 8 && Math.abs(step * 10 ** decimals - Math.round(step * 10 ** decimals)) > 1e-6) {
+    decimals++;
+  }
   return value.toFixed(decimals);
 }
 
@@ -119,9 +123,9 @@ export function drawAxes(ctx, area, { x, y, xTicks, yTicks, xLabel, yLabel }) {
   ctx.strokeStyle = COLORS.axis;
   ctx.strokeRect(area.left + 0.5, area.top + 0.5, area.right - area.left, area.bottom - area.top);
   if (xLabel) {
-    ctx.textAlign = "right";
-    ctx.textBaseline = "bottom";
-    ctx.fillText(xLabel, area.right, ctx.canvas.height / (window.devicePixelRatio || 1) - 1);
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    ctx.fillText(xLabel, (area.left + area.right) / 2, area.bottom + 17);
   }
   if (yLabel) {
     ctx.translate(11, (area.top + area.bottom) / 2);

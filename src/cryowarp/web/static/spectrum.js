@@ -4,7 +4,7 @@
 import { COLORS, FONT, drawAxes, extent, fitCanvas, niceTicks, scale } from "./plots.js";
 
 const HEIGHT = 190;
-const MARGIN = { left: 40, right: 34, top: 20, bottom: 30 };
+const MARGIN = { left: 40, right: 24, top: 20, bottom: 32 };
 const RESOLUTIONS_A = [100, 50, 30, 20, 15, 12, 10, 8, 7, 6, 5, 4.5, 4, 3.5, 3, 2.5, 2, 1.5, 1];
 
 /** Draw `spectrum` (the spectrum API answer, or null) on `canvas`; returns the points drawn. */
@@ -92,11 +92,12 @@ export function drawSpectrum(canvas, spectrum, message = "") {
 
   ctx.font = FONT;
   ctx.textBaseline = "middle";
-  if (r) {
+  if (r && 1 / r >= flo && 1 / r <= fhi) {
     ctx.fillStyle = COLORS.bound;
-    ctx.textAlign = "center";
-    const px = Math.min(area.right - 30, Math.max(area.left + 30, x(1 / r)));
-    ctx.fillText(`fit to ${r.toFixed(1)} Å`, px, area.top - 9);
+    const px = x(1 / r);
+    const right = px > (area.left + area.right) / 2;
+    ctx.textAlign = right ? "right" : "left";
+    ctx.fillText(`fit to ${r.toFixed(1)} Å`, px + (right ? -4 : 4), area.top + 9);
   }
   // legend and the correlation axis
   ctx.textAlign = "left";
