@@ -8,7 +8,17 @@ import os
 import platform
 from pathlib import Path
 
-from benchmarks import ctf, denoise, export, foundation, motion, picking, pipeline, simulator
+from benchmarks import (
+    ctf,
+    dashboard,
+    denoise,
+    export,
+    foundation,
+    motion,
+    picking,
+    pipeline,
+    simulator,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = Path(
@@ -32,6 +42,7 @@ def main() -> None:
             "pipeline",
             "picking",
             "denoise",
+            "dashboard",
         ],
         default="all",
         help="which suite to run (default: all; the simulator's k3 movie takes ~15 min, the "
@@ -57,6 +68,8 @@ def main() -> None:
         reports["denoise"] = denoise.run(quick=args.quick)
     if args.suite in ("all", "picking"):
         reports["picking"] = picking.run(quick=args.quick)
+    if args.suite in ("all", "dashboard"):
+        reports["dashboard"] = dashboard.run(quick=args.quick)
     for name, report in reports.items():
         report["machine"] = machine
         (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -70,6 +83,7 @@ def main() -> None:
         "pipeline": pipeline,
         "picking": picking,
         "denoise": denoise,
+        "dashboard": dashboard,
     }
     summary = "# Benchmark results\n\nWritten by `python -m benchmarks`.\n\n"
     for name, module in modules.items():

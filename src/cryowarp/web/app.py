@@ -61,7 +61,7 @@ _NO_STORE = {"Cache-Control": "no-store"}
 class FilterRanges(BaseModel):
     """Body of ``PUT /api/filters``: the bounds to set (``null`` clears one; finite numbers)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     defocus_min_um: float | None = Field(default=None, description="µm")
     defocus_max_um: float | None = Field(default=None, description="µm")

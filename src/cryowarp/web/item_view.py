@@ -22,9 +22,10 @@ from cryowarp.pipeline.picking_step import PICKING_FOLDER
 from cryowarp.pipeline.steps import ctf_output_paths
 from cryowarp.preprocess.ctf.spectrum_files import read_spectrum_curves
 from cryowarp.preprocess.denoise.display import display_file_names
+from cryowarp.preprocess.export.filters import decide_filters
 from cryowarp.preprocess.motion import motion_output_paths
 from cryowarp.preprocess.picking.outputs import read_pick_result
-from cryowarp.web.overview import decisions, selection_of
+from cryowarp.web.overview import selection_of
 from cryowarp.web.project_index import IndexSnapshot, ItemRow
 
 __all__ = [
@@ -117,7 +118,11 @@ def item_document(snapshot: IndexSnapshot, name: str) -> dict[str, Any]:
         raise ItemNotFound(f"no item named {name!r} in this project")
     row = snapshot.rows[index]
     folder = snapshot.project.folder
-    decision = decisions(snapshot)[index]
+    decision = (
+        decide_filters([row.figures], snapshot.project.settings.filters)[0]
+        if row.state == "done"
+        else None
+    )
     motion, field = _motion_part(folder, row)
     ctf = _ctf_part(folder, row)
     if field is None and ctf is not None:

@@ -140,6 +140,7 @@ class ProjectIndex:
         self._events: tuple[Mapping[str, Any], ...] = ()
         self._events_offset = 0
         self._snapshot: IndexSnapshot | None = None
+        self._published_settings: tuple[int, int, int] | None = None
         self._scanned_at = -math.inf
 
     @property
@@ -166,7 +167,9 @@ class ProjectIndex:
     # -- scanning --------------------------------------------------------------------------
 
     def _scan(self) -> None:
+        problems_before = dict(self._problems)
         rows_stale = self._reload_settings()
+        changed = rows_stale or self._snapshot is None
         seen: set[str] = set()
         items_folder = self._project.items_folder
         try:
@@ -185,12 +188,18 @@ class ProjectIndex:
             if cached is not None and cached[0] == key and not rows_stale:
                 continue
             self._read_entry(Path(entry.path), key, cached)
+            changed = True
         for gone in set(self._entries) - seen:
             del self._entries[gone]
-        for gone in set(self._problems) - seen:
+            changed = True
+        for gone in set(self._problems) - seen - {SETTINGS_FILE}:
             del self._problems[gone]
-        self._reload_events()
-        self._publish()
+            changed = True
+        changed |= self._reload_events()
+        changed |= self._settings_key != self._published_settings
+        changed |= self._problems != problems_before
+        if changed:  # else the last snapshot still holds
+            self._publish()
 
     def _read_entry(
         self,
@@ -229,24 +238,26 @@ class ProjectIndex:
         self._hashes = hashes
         return stale
 
-    def _reload_events(self) -> None:
+    def _reload_events(self) -> bool:
         """Read what was appended to the event log since the last scan (all of it when the
-        file was replaced or shortened)."""
+        file was replaced or shortened); whether anything changed."""
         path = self._project.events_path
         try:
             stat = path.stat()
         except OSError:
+            had = self._events_key is not None
             self._events_key, self._events, self._events_offset = None, (), 0
-            return
+            return had
         key = _file_key(stat)
         if key == self._events_key:
-            return
+            return False
         same_file = self._events_key is not None and self._events_key[2] == stat.st_ino
         if not same_file or stat.st_size < self._events_offset:
             self._events, self._events_offset = (), 0
         new, self._events_offset = EventLog.read_from(path, self._events_offset)
         self._events = (*self._events, *new)
         self._events_key = key
+        return True
 
     def _publish(self) -> None:
         rows = sorted((row for _, row in self._entries.values()), key=_order)
@@ -255,6 +266,7 @@ class ProjectIndex:
             digest.update(f"{name}:{self._entries[name][0]};".encode())
         digest.update(f"settings:{self._settings_key};events:{self._events_key}".encode())
         digest.update(repr(sorted(self._problems.items())).encode())
+        self._published_settings = self._settings_key
         self._snapshot = IndexSnapshot(
             project=self._project,
             rows=tuple(rows),
