@@ -35,9 +35,7 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,6 +46,7 @@ import numpy as np
 
 from benchmarks.dashboard_project import write_synthetic_project
 from benchmarks.motion import cache_root
+from cryowarp.web.background import start_dashboard
 
 N_ITEMS = 5000
 N_ITEMS_QUICK = 500
@@ -98,28 +97,10 @@ def _restored(folder: Path) -> Iterator[None]:
 
 @contextmanager
 def _server(folder: Path) -> Iterator[str]:
-    """A fresh dashboard of ``folder`` under uvicorn on 127.0.0.1; its base URL."""
-    import uvicorn
-
-    from cryowarp.web.app import create_app
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    app = create_app(folder, min_refresh_interval_s=0.0)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the dashboard server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    """A fresh dashboard of ``folder`` under uvicorn on 127.0.0.1 (rescanning the project on
+    every request); its base URL without the final ``/``."""
+    with start_dashboard(folder, min_refresh_interval_s=0.0) as dashboard:
+        yield dashboard.url.rstrip("/")
 
 
 def _timed(

@@ -5,17 +5,15 @@
   80 Å) → display. Its ``process_new_item()`` moves one more simulated movie into the watched
   folder and processes it (about 10 s), as a microscope and ``cryowarp run --watch`` would.
   Tests that change it must leave it as they found it or work on ``copy_to(folder)``.
-- ``dashboard_server``: a function ``(project_folder, token=None, host="127.0.0.1") -> URL``
-  that serves the dashboard with uvicorn in a background thread (stopped at the end of the
-  test) and returns its base URL ``http://127.0.0.1:PORT/``.
+- ``dashboard_server``: a function ``(project_folder, token=None) -> URL`` that serves the
+  dashboard on 127.0.0.1 from a background thread (:func:`cryowarp.web.background.
+  start_dashboard`, stopped at the end of the test) and returns its base URL
+  ``http://127.0.0.1:PORT/``.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,36 +90,16 @@ def processed_project(tmp_path_factory: pytest.TempPathFactory) -> ProcessedProj
     return ProcessedProject(project.folder, sorted(spare.glob("movie_*.mrc")))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def dashboard_server() -> Iterator[Callable[..., str]]:
-    import uvicorn
+    from cryowarp.web.background import RunningDashboard, start_dashboard
 
-    from cryowarp.web.app import create_app
+    running: list[RunningDashboard] = []
 
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(folder: Path, token: str | None = None, host: str = "127.0.0.1") -> str:
-        port = _free_port()
-        app = create_app(folder, token=token, host=host, min_refresh_interval_s=0.2)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the dashboard server did not start")
-            time.sleep(0.05)
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{port}/"
+    def start(folder: Path, token: str | None = None) -> str:
+        running.append(start_dashboard(folder, token=token, min_refresh_interval_s=0.2))
+        return running[-1].url
 
     yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
+    for dashboard in running:
+        dashboard.stop()

@@ -13,8 +13,6 @@ import contextlib
 import json
 import select
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from cryowarp.pipeline.project import SETTINGS_FILE
 from cryowarp.web.app import create_app
+from cryowarp.web.background import start_dashboard
 
 TOKEN = "s3cret-T0ken_for-tests"
 # Strings of the files a traversal aims at; none may appear in an answer.
@@ -145,23 +144,8 @@ def test_a_non_loopback_server_without_token_is_refused(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def port(folder: Path) -> Iterator[int]:
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = int(probe.getsockname()[1])
-    app = create_app(folder, min_refresh_interval_s=0.0)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "the server stopped"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield free
-    server.should_exit = True
-    thread.join(timeout=10)
+    with start_dashboard(folder, min_refresh_interval_s=0.0) as dashboard:
+        yield int(dashboard.url.rsplit(":", 1)[1].rstrip("/"))
 
 
 def _raw(port: int, request: bytes) -> tuple[int, str]:

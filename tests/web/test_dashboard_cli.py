@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,7 @@ import pytest
 
 from cryowarp.pipeline.project import init_project
 from cryowarp.pipeline.settings import ProjectSettings
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from cryowarp.web.background import free_port
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], str]:
@@ -68,7 +62,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_loopback_needs_no_token_and_serves_the_packaged_page(project: Path) -> None:
-    port = _free_port()
+    port = free_port()
     process, url = _start([str(project), "--port", str(port)])
     try:
         assert url == f"http://127.0.0.1:{port}/"
@@ -87,7 +81,7 @@ def test_loopback_needs_no_token_and_serves_the_packaged_page(project: Path) -> 
 
 
 def test_other_addresses_get_a_printed_token(project: Path) -> None:
-    port = _free_port()
+    port = free_port()
     process, url = _start([str(project), "--host", "0.0.0.0", "--port", str(port)])
     try:
         token = re.fullmatch(rf"http://[^/]+:{port}/\?token=([A-Za-z0-9_-]{{32}})", url)
