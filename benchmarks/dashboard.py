@@ -161,7 +161,7 @@ def _rewrite(folder: Path, names: list[str], rng: np.random.Generator) -> None:
 
 
 def _measure(folder: Path, repeats: int, baseline_ms: float) -> list[dict[str, Any]]:
-    import httpx
+    import httpx2 as httpx
 
     rng = np.random.default_rng(SEED)
     rows: list[dict[str, Any]] = []
