@@ -231,7 +231,10 @@ def spectrum_document(snapshot: IndexSnapshot, name: str) -> dict[str, Any]:
     try:
         document = read_spectrum_curves(path)
     except MissingFileError as error:
-        raise ItemNotFound(f"item {name} has no saved CTF spectrum (not estimated yet)") from error
+        raise ItemNotFound(
+            f"item {name} has no saved CTF spectrum (not estimated yet, or estimated by a "
+            "cryowarp older than the dashboard: redo its CTF step to get one)"
+        ) from error
     except CryowarpInputError as error:
         raise ItemNotFound(str(error)) from error
     return {
