@@ -107,7 +107,7 @@ def test_a_dask_cluster_gives_the_outputs_and_records_of_the_local_pool(
     pool_outputs = runner_tests._outputs(pooled)
     dask_outputs = runner_tests._outputs(dasked)
     assert sorted(dask_outputs) == sorted(pool_outputs)
-    assert len(pool_outputs) == N_MOVIES * 17  # motion 6, ctf 2, picking 5, display 4
+    assert len(pool_outputs) == N_MOVIES * 19  # motion 6, ctf 4, picking 5, display 4
     for name, path in dask_outputs.items():
         assert runner_tests._comparable(path, dasked) == runner_tests._comparable(
             pool_outputs[name], pooled
