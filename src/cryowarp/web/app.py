@@ -8,6 +8,7 @@ FastAPI's thread pool, so a slow file read never blocks the others.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -216,8 +217,6 @@ def create_app(
             return JSONResponse({"version": current.version, "unchanged": True}, headers=_NO_STORE)
         body = overview_cache.get(current.version)
         if body is None:
-            import json
-
             body = json.dumps(overview_document(current), separators=(",", ":")).encode()
             overview_cache.clear()
             overview_cache[current.version] = body

@@ -16,6 +16,7 @@ import hashlib
 import math
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,8 +150,6 @@ class ProjectIndex:
 
     def refresh(self, *, force: bool = False) -> IndexSnapshot:
         """Bring the index up to date with the files and return the snapshot."""
-        import time
-
         with self._lock:
             now = time.monotonic()
             if (
