@@ -24,12 +24,18 @@ export function drawSpectrum(canvas, spectrum, message = "") {
   const [flo, fhi] = extent(f);
   const x = scale(flo, fhi, area.left, area.right);
   const [fitLo, fitHi] = spectrum.fit_range_per_a || [flo, fhi];
-  // y range from what lies in the fit range: the lowest frequencies dwarf everything else
+  // y range from what lies in the fit range (the lowest frequencies dwarf everything else),
+  // 1st to 98th percentile so that one strong first peak does not flatten the later rings
   const inFit = [];
   f.forEach((v, i) => {
     if (v >= fitLo && v <= fitHi) inFit.push(spectrum.spectrum[i], (spectrum.simulated || [])[i]);
   });
-  let [ylo, yhi] = extent(inFit) || extent(spectrum.spectrum) || [0, 1];
+  const finite = inFit.filter((v) => v !== null && v !== undefined && Number.isFinite(v));
+  finite.sort((a, b) => a - b);
+  const quantile = (q) => finite[Math.min(finite.length - 1, Math.floor(q * finite.length))];
+  let [ylo, yhi] = finite.length > 4
+    ? [quantile(0.01), quantile(0.98)]
+    : extent(inFit) || extent(spectrum.spectrum) || [0, 1];
   const pad = (yhi - ylo || 1) * 0.08;
   ylo -= pad;
   yhi += pad;
