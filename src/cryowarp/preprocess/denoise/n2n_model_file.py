@@ -17,14 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryowarp.errors import CorruptFileError
-from cryowarp.io.model_files import (
-    check_model_name,
-    load_model_document,
-    model_names,
-    resolve_model_file,
-    save_model_document,
-)
+from cryowarp.io.model_files import model_names, resolve_model_file
+from cryowarp.io.named_networks import ModelKind, load_named_network, save_named_network
 from cryowarp.preprocess.denoise.n2n_network import DenoiserArchitecture, DenoiserUNet
 
 __all__ = [
@@ -45,9 +39,12 @@ DEFAULT_DENOISER_MODEL = "n2n_micrograph_v1"
 DEFAULT_DENOISER_PIXEL_SIZE_A = 4.0
 """Working pixel size (Å) of the default model: micrographs are Fourier-cropped to it."""
 
-_FORMAT = "cryowarp-n2n-denoiser"
-_FORMAT_VERSION = 1
-_DESCRIPTION = "Noise2Noise denoiser model"
+_KIND = ModelKind(
+    suffix=DENOISER_MODEL_SUFFIX,
+    format_tag="cryowarp-n2n-denoiser",
+    format_version=1,
+    description="Noise2Noise denoiser model",
+)
 
 
 @dataclass
@@ -80,23 +77,14 @@ def save_denoiser_model(model: DenoiserModel, path: str | Path) -> Path:
     Returns the path written. Raises ``ValueError`` for a bad name or a pixel size that is
     not positive, ``TypeError`` for metadata that are not plain data.
     """
-    check_model_name(model.name, suffix=DENOISER_MODEL_SUFFIX)
-    if not model.pixel_size_a > 0:
-        raise ValueError(f"model pixel size must be positive, got {model.pixel_size_a}")
-    out = Path(path)
-    if not out.name.endswith(DENOISER_MODEL_SUFFIX):
-        out = out.with_name(out.name + DENOISER_MODEL_SUFFIX)
-    return save_model_document(
-        out,
-        format_tag=_FORMAT,
-        format_version=_FORMAT_VERSION,
-        state_dict=model.network.state_dict(),
-        fields={
-            "name": model.name,
-            "architecture": model.network.architecture.to_dict(),
-            "pixel_size_a": float(model.pixel_size_a),
-            "metadata": model.metadata,
-        },
+    return save_named_network(
+        _KIND,
+        path,
+        name=model.name,
+        network=model.network,
+        architecture=model.network.architecture.to_dict(),
+        pixel_size_a=model.pixel_size_a,
+        metadata=model.metadata,
     )
 
 
@@ -112,25 +100,11 @@ def load_denoiser_model(path: str | Path) -> DenoiserModel:
     FileFormatError
         A readable file that is not a denoiser model of a version this cryowarp knows.
     """
-    source = Path(path)
-    fields, state = load_model_document(
-        source, format_tag=_FORMAT, format_version=_FORMAT_VERSION, description=_DESCRIPTION
+    loaded = load_named_network(
+        _KIND, path, lambda architecture: DenoiserUNet(DenoiserArchitecture.from_dict(architecture))
     )
-    try:
-        architecture = DenoiserArchitecture.from_dict(fields["architecture"])
-        network = DenoiserUNet(architecture)
-        network.load_state_dict(state)
-        name = str(fields["name"])
-        pixel_size_a = float(fields["pixel_size_a"])
-        metadata = dict(fields.get("metadata", {}))
-    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as error:
-        raise CorruptFileError(
-            source, f"the {_DESCRIPTION}'s contents are damaged ({error})"
-        ) from error
-    if not pixel_size_a > 0:
-        raise CorruptFileError(source, f"the model's pixel size {pixel_size_a} Å is not positive")
-    network.eval()
-    return DenoiserModel(network=network, name=name, pixel_size_a=pixel_size_a, metadata=metadata)
+    assert isinstance(loaded.network, DenoiserUNet)
+    return DenoiserModel(loaded.network, loaded.name, loaded.pixel_size_a, loaded.metadata)
 
 
 def packaged_denoiser_folder() -> Path:

@@ -18,14 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryowarp.errors import CorruptFileError, FileFormatError
-from cryowarp.io.model_files import (
-    check_model_name,
-    load_model_document,
-    model_names,
-    resolve_model_file,
-    save_model_document,
-)
+from cryowarp.errors import FileFormatError
+from cryowarp.io.model_files import model_names, resolve_model_file
+from cryowarp.io.named_networks import ModelKind, load_named_network, save_named_network
 from cryowarp.preprocess.picking.network import CLASS_NAMES, BoxNet, BoxNetArchitecture
 from cryowarp.preprocess.picking.prepare import PICKING_PIXEL_SIZE_A
 
@@ -44,8 +39,9 @@ MODEL_SUFFIX = ".boxnet.pt"
 DEFAULT_BOXNET_MODEL = "boxnet_generic_v1"
 """Name of the generic model shipped in the package."""
 
-_FORMAT = "cryowarp-boxnet"
-_FORMAT_VERSION = 1
+_KIND = ModelKind(
+    suffix=MODEL_SUFFIX, format_tag="cryowarp-boxnet", format_version=1, description="BoxNet model"
+)
 
 
 @dataclass
@@ -75,23 +71,21 @@ def save_boxnet_model(model: BoxNetModel, path: str | Path) -> Path:
 
     Returns the path written.
     """
-    check_model_name(model.name, suffix=MODEL_SUFFIX)
-    out = Path(path)
-    if not out.name.endswith(MODEL_SUFFIX):
-        out = out.with_name(out.name + MODEL_SUFFIX)
-    return save_model_document(
-        out,
-        format_tag=_FORMAT,
-        format_version=_FORMAT_VERSION,
-        state_dict=model.network.state_dict(),
-        fields={
-            "name": model.name,
-            "architecture": model.network.architecture.to_dict(),
-            "pixel_size_a": float(model.pixel_size_a),
-            "classes": list(CLASS_NAMES),
-            "metadata": model.metadata,
-        },
+    return save_named_network(
+        _KIND,
+        path,
+        name=model.name,
+        network=model.network,
+        architecture=model.network.architecture.to_dict(),
+        pixel_size_a=model.pixel_size_a,
+        metadata=model.metadata,
+        extra_fields={"classes": list(CLASS_NAMES)},
     )
+
+
+def _check_classes(source: Path, fields: dict[str, Any]) -> None:
+    if list(fields.get("classes", [])) != list(CLASS_NAMES):
+        raise FileFormatError(source, f"the model's classes are {fields.get('classes')}")
 
 
 def load_boxnet_model(path: str | Path) -> BoxNetModel:
@@ -106,23 +100,14 @@ def load_boxnet_model(path: str | Path) -> BoxNetModel:
     FileFormatError
         A readable file that is not a BoxNet model of a version this cryowarp knows.
     """
-    source = Path(path)
-    fields, state = load_model_document(
-        source, format_tag=_FORMAT, format_version=_FORMAT_VERSION, description="BoxNet model"
+    loaded = load_named_network(
+        _KIND,
+        path,
+        lambda architecture: BoxNet(BoxNetArchitecture.from_dict(architecture)),
+        check=_check_classes,
     )
-    if list(fields.get("classes", [])) != list(CLASS_NAMES):
-        raise FileFormatError(source, f"the model's classes are {fields.get('classes')}")
-    try:
-        architecture = BoxNetArchitecture.from_dict(fields["architecture"])
-        network = BoxNet(architecture)
-        network.load_state_dict(state)
-        name = str(fields["name"])
-        pixel_size_a = float(fields["pixel_size_a"])
-        metadata = dict(fields.get("metadata", {}))
-    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as error:
-        raise CorruptFileError(source, f"the model's contents are damaged ({error})") from error
-    network.eval()
-    return BoxNetModel(network=network, name=name, pixel_size_a=pixel_size_a, metadata=metadata)
+    assert isinstance(loaded.network, BoxNet)
+    return BoxNetModel(loaded.network, loaded.name, loaded.pixel_size_a, loaded.metadata)
 
 
 def packaged_models_folder() -> Path:
